@@ -1,0 +1,253 @@
+"""Codec configurations: the official SemantiCodec variants and our own small sizes, in one table.
+
+Every size in the codec is read from a :class:`CodecConfig`; nothing below ``codec/`` hard-codes a
+width. The official variants are ``official_config(token_rate, semantic_vocab_size)``; our own
+sizes are ``CONFIGS["tiny-100"]`` etc. (see :data:`CONFIGS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+SAMPLE_RATE = 16000
+SEGMENT_SAMPLES = 163840  # 10.24 s at 16 kHz
+SEGMENT_FRAMES = 1024  # Kaldi fbank frames per segment (10 ms hop)
+PATCHES_PER_SEGMENT = 512  # 64 time x 8 frequency AudioMAE patches
+POSITION_DIM = 192  # sinusoidal position appended to the decoder conditioning
+TOKEN_RATES = (25, 50, 100)
+OFFICIAL_SEMANTIC_VOCAB_SIZES = (4096, 8192, 16384, 32768)
+LSTM_LAYERS = {1: 4, 2: 3, 4: 2}  # official BiLSTM depth per concatenation factor K
+
+
+@dataclass(frozen=True)
+class AudioMAEConfig:
+    """AudioMAE ViT (encoder used, MAE decoder kept only so official checkpoints load)."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    averaged_blocks: tuple[int, ...] = (9, 10, 11)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Latent-diffusion UNet (openaimodel layout). ``context_dim`` comes from the codec config."""
+
+    in_channels: int = 8
+    out_channels: int = 8
+    model_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 3, 5)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (8, 4, 2)
+    num_head_channels: int = 32
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """AudioLDM AutoencoderKL over 64-bin log-mels (4x down in time and frequency)."""
+
+    embed_dim: int = 8
+    z_channels: int = 8
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 2
+    in_channels: int = 1
+    out_ch: int = 1
+    mel_bins: int = 64
+
+
+@dataclass(frozen=True)
+class VocoderConfig:
+    """HiFi-GAN generator ("Generator_old", resblock type 1)."""
+
+    num_mels: int = 64
+    upsample_rates: tuple[int, ...] = (5, 4, 2, 2, 2)
+    upsample_kernel_sizes: tuple[int, ...] = (16, 16, 8, 4, 4)
+    upsample_initial_channel: int = 1024
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule and latent geometry of the latent-diffusion decoder."""
+
+    timesteps: int = 1000
+    linear_start: float = 0.0015
+    linear_end: float = 0.0195
+    parameterization: str = "v"
+    latent_channels: int = 8
+    latent_time: int = 256  # latent frames per 10.24-s window (mel frames / 4)
+    latent_freq: int = 16  # 64 mel bins / 4
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """A complete SemantiCodec configuration.
+
+    ``token_rate`` counts both streams (100 -> 50 frames/s of (semantic, acoustic) pairs).
+    """
+
+    name: str = "official-100-16384"
+    token_rate: int = 100
+    semantic_vocab_size: int = 16384
+    acoustic_vocab_size: int = 8192
+    audiomae: AudioMAEConfig = field(default_factory=AudioMAEConfig)
+    lstm_layers: int | None = None  # None: the official depth for this token rate
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    def __post_init__(self) -> None:
+        if self.token_rate not in TOKEN_RATES:
+            raise ValueError(f"token_rate must be one of {TOKEN_RATES}, got {self.token_rate}")
+        if self.semantic_vocab_size < 2 or self.acoustic_vocab_size < 2:
+            raise ValueError("vocabulary sizes must be at least 2")
+
+    # Derived sizes -------------------------------------------------------------------------
+    @property
+    def concat_factor(self) -> int:
+        """K: AudioMAE patches concatenated per token (1, 2, 4 for 100, 50, 25 tokens/s)."""
+        return 100 // self.token_rate
+
+    @property
+    def feature_dim(self) -> int:
+        """F: width of one semantic feature / centroid / acoustic code."""
+        return self.audiomae.embed_dim * self.concat_factor
+
+    @property
+    def num_lstm_layers(self) -> int:
+        return self.lstm_layers if self.lstm_layers is not None else LSTM_LAYERS[self.concat_factor]
+
+    @property
+    def tokens_per_segment(self) -> int:
+        """Tokens per 10.24-s encoder segment and per decoder window (512/K)."""
+        return PATCHES_PER_SEGMENT // self.concat_factor
+
+    @property
+    def window_tokens(self) -> int:
+        return self.tokens_per_segment
+
+    @property
+    def context_dim(self) -> int:
+        """Width of one decoder conditioning row: [acoustic F | semantic F | position 192]."""
+        return 2 * self.feature_dim + POSITION_DIM
+
+    @property
+    def frames_per_second(self) -> float:
+        """(semantic, acoustic) pairs per second."""
+        return self.token_rate / 2
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second of the token stream."""
+        import math
+
+        return self.frames_per_second * (
+            math.log2(self.semantic_vocab_size) + math.log2(self.acoustic_vocab_size)
+        )
+
+    # Identity ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CodecConfig":
+        def tup(value):
+            return tuple(tup(v) for v in value) if isinstance(value, list) else value
+
+        sub = {
+            "audiomae": AudioMAEConfig,
+            "unet": UNetConfig,
+            "vae": VAEConfig,
+            "vocoder": VocoderConfig,
+            "diffusion": DiffusionConfig,
+        }
+        kwargs = {}
+        for key, value in data.items():
+            if key in sub:
+                value = sub[key](**{k: tup(v) for k, v in value.items()})
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def config_hash(self) -> str:
+        """A short stable hash of everything that changes the meaning of the tokens (not the name)."""
+        data = self.to_dict()
+        data.pop("name")
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def official_config(token_rate: int = 100, semantic_vocab_size: int = 16384) -> CodecConfig:
+    """The released SemantiCodec architecture for one token rate and semantic vocabulary size."""
+    if semantic_vocab_size not in OFFICIAL_SEMANTIC_VOCAB_SIZES:
+        raise ValueError(
+            f"official semantic_vocab_size must be one of {OFFICIAL_SEMANTIC_VOCAB_SIZES}, "
+            f"got {semantic_vocab_size}"
+        )
+    return CodecConfig(
+        name=f"official-{token_rate}-{semantic_vocab_size}",
+        token_rate=token_rate,
+        semantic_vocab_size=semantic_vocab_size,
+    )
+
+
+def _small(token_rate: int) -> CodecConfig:
+    """Our shipped-default size: trains on a CPU-class budget, a few tens of MB of weights."""
+    return CodecConfig(
+        name=f"small-{token_rate}",
+        token_rate=token_rate,
+        semantic_vocab_size=1024,
+        acoustic_vocab_size=1024,
+        audiomae=AudioMAEConfig(
+            embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=2,
+            decoder_num_heads=4,
+        ),
+        lstm_layers=2,
+        unet=UNetConfig(model_channels=64, channel_mult=(1, 2, 2, 4), num_head_channels=32),
+        vae=VAEConfig(ch=32, ch_mult=(1, 2, 4)),
+        vocoder=VocoderConfig(upsample_initial_channel=128),
+    )
+
+
+def _tiny(token_rate: int) -> CodecConfig:
+    """Test size: every code path of the official architecture, seconds on a CPU."""
+    return CodecConfig(
+        name=f"tiny-{token_rate}",
+        token_rate=token_rate,
+        semantic_vocab_size=64,
+        acoustic_vocab_size=32,
+        audiomae=AudioMAEConfig(
+            embed_dim=16, depth=12, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
+            decoder_num_heads=2,
+        ),
+        unet=UNetConfig(model_channels=32, channel_mult=(1, 1), attention_resolutions=(2,),
+                        num_head_channels=16),
+        vae=VAEConfig(ch=32, ch_mult=(1, 1, 2)),
+        vocoder=VocoderConfig(upsample_initial_channel=32),
+    )
+
+
+CONFIGS: dict[str, CodecConfig] = {}
+for _rate in TOKEN_RATES:
+    CONFIGS[f"tiny-{_rate}"] = _tiny(_rate)
+    CONFIGS[f"small-{_rate}"] = _small(_rate)
+    for _vocab in OFFICIAL_SEMANTIC_VOCAB_SIZES:
+        CONFIGS[f"official-{_rate}-{_vocab}"] = official_config(_rate, _vocab)
+
+
+def get_config(name: str) -> CodecConfig:
+    """Look up a named configuration (``tiny-100``, ``small-50``, ``official-25-16384``, ...)."""
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise KeyError(f"unknown codec config {name!r}; known: {', '.join(sorted(CONFIGS))}") from None
