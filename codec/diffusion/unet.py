@@ -1,0 +1,348 @@
+"""The latent-diffusion UNet (openaimodel layout) with checkpoint-compatible module names.
+
+Module paths reproduce the official ``model.diffusion_model.*`` keys (without that prefix) for any
+:class:`~codec.config.UNetConfig`. Every attention level holds a ResBlock, a self-attention
+SpatialTransformer and a cross-attention SpatialTransformer. The cross-attention keys and values
+depend only on the conditioning, so :meth:`UNet.encode_context` projects them once and a sampler
+reuses them for every step (identical numbers: the same projections, computed once).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codec.config import UNetConfig
+
+NORM_GROUPS = 32
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 whatever the input dtype (the official ``normalization``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Integer timesteps [B] -> float32 [B, dim] = [cos(t * f_k) || sin(t * f_k)], f_k = e^(-ln(P) k / (dim/2))."""
+    half = dim // 2
+    arange = torch.arange(half, dtype=torch.float32, device=timesteps.device)
+    frequencies = torch.exp(-math.log(max_period) * arange / half)
+    angles = timesteps[:, None].float() * frequencies[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+class ResBlock(nn.Module):
+    """GN-SiLU-conv, + Linear(SiLU(emb)), GN-SiLU-conv, plus a 1x1-conv or identity skip.
+
+    x [B, channels, H, W], emb [B, emb_channels] -> [B, out_channels, H, W].
+    """
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.in_layers = nn.Sequential(
+            GroupNorm32(NORM_GROUPS, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
+        # Index 2 is the official Dropout(p=0); kept as a placeholder so the conv stays at index 3.
+        self.out_layers = nn.Sequential(
+            GroupNorm32(NORM_GROUPS, out_channels),
+            nn.SiLU(),
+            nn.Identity(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip_connection = (
+            nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x)
+        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
+        return self.skip_connection(x) + self.out_layers(h)
+
+
+class Downsample(nn.Module):
+    """3x3 stride-2 conv, padding 1: [B, C, H, W] -> [B, C, ceil(H/2), ceil(W/2)]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    """Nearest x2, then a 3x3 conv: [B, C, H, W] -> [B, C, 2H, 2W]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    # "(h d)" with the head index outer, as the official rearrange.
+    batch, length, width = x.shape
+    return x.view(batch, length, heads, width // heads).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with bias-free q/k/v, biased output, scale d_head^-0.5.
+
+    Self-attention when ``context_dim`` is None (keys/values from the query input), else
+    cross-attention over precomputed keys/values (see :meth:`project_context`).
+    """
+
+    def __init__(self, query_dim: int, heads: int, dim_head: int, context_dim: int | None = None) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim or query_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim or query_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim))
+
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context [B, L, context_dim] -> (keys, values), each [B, heads, L, d_head]."""
+        return _split_heads(self.to_k(context), self.heads), _split_heads(self.to_v(context), self.heads)
+
+    def forward(self, x: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x [B, N, query_dim] (+ projected context, or None for self-attention) -> [B, N, query_dim]."""
+        keys, values = keys_values if keys_values is not None else self.project_context(x)
+        out = F.scaled_dot_product_attention(_split_heads(self.to_q(x), self.heads), keys, values)
+        batch, _, length, _ = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class GEGLU(nn.Module):
+    """Linear dim -> 2*inner, then value * GELU(gate) with exact erf GELU: [.., dim] -> [.., inner]."""
+
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, inner * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU(dim -> 4 dim) then Linear(4 dim -> dim); index 1 is the official Dropout(p=0)."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN: x += attn1(LN x); x += attn2(LN x, context); x += FF(LN x). [B, N, dim] -> [B, N, dim].
+
+    Without a context dimension attn2 is a second self-attention (the official extra_sa_layer).
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None) -> None:
+        super().__init__()
+        self.attn1 = Attention(dim, heads, dim_head)
+        self.ff = FeedForward(dim)
+        self.attn2 = Attention(dim, heads, dim_head, context_dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), keys_values)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """GroupNorm(eps 1e-6), 1x1 proj_in, one TransformerBlock over H*W positions, 1x1 proj_out, residual.
+
+    x [B, C, H, W] -> [B, C, H, W]. ``context_dim`` None: self-attention only.
+    """
+
+    def __init__(self, channels: int, heads: int, dim_head: int, context_dim: int | None) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.context_dim = context_dim
+        self.norm = nn.GroupNorm(NORM_GROUPS, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList([TransformerBlock(inner, heads, dim_head, context_dim)])
+        self.proj_out = nn.Conv2d(inner, channels, 1)
+
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys/values of ``context`` [B, L, context_dim] for this transformer."""
+        return self.transformer_blocks[0].attn2.project_context(context)
+
+    def forward(self, x: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        h = self.norm(x)
+        # The 1x1 convs run as matmuls on the [B, H*W, C] token layout (no separate transposes).
+        h = F.linear(h.flatten(2).transpose(1, 2), self.proj_in.weight.flatten(1), self.proj_in.bias)
+        h = self.transformer_blocks[0](h, keys_values)
+        h = F.linear(h, self.proj_out.weight.flatten(1), self.proj_out.bias)
+        return x + h.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+@dataclass(frozen=True)
+class EncodedContext:
+    """Cross-attention keys/values for every cross-attention transformer, in forward order.
+
+    Built by :meth:`UNet.encode_context`; ``batch`` is the number of conditioning rows.
+    """
+
+    keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    batch: int
+
+
+class UNetLevel(nn.Sequential):
+    """One input/middle/output block: ResBlocks, SpatialTransformers and resamplers in order."""
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, emb: torch.Tensor, context: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """x [B, C, H, W], emb [B, E]; cross-attention transformers take the next keys/values of ``context``."""
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, next(context) if layer.context_dim is not None else None)
+            else:
+                x = layer(x)
+        return x
+
+
+class UNet(nn.Module):
+    """The official UNetModel (v-prediction), for any :class:`UNetConfig` and conditioning width.
+
+    forward(x [B, in_channels, T, F], timesteps int64 [B], context [B, L, context_dim] or an
+    :class:`EncodedContext`) -> [B, out_channels, T, F]. T and F must be divisible by
+    2^(len(channel_mult) - 1).
+    """
+
+    def __init__(self, cfg: UNetConfig, context_dim: int) -> None:
+        super().__init__()
+        widths = [cfg.model_channels * mult for mult in cfg.channel_mult]
+        if not cfg.channel_mult or cfg.num_res_blocks < 1:
+            raise ValueError("the UNet needs at least one level and one ResBlock per level")
+        bad = [w for w in widths if w % NORM_GROUPS or w % cfg.num_head_channels]
+        if bad:
+            raise ValueError(
+                f"every UNet level width (model_channels * channel_mult = {widths}) must be a multiple of "
+                f"{NORM_GROUPS} (GroupNorm groups) and of num_head_channels={cfg.num_head_channels}"
+            )
+        self.cfg = cfg
+        self.context_dim = context_dim
+        emb_channels = cfg.model_channels * 4
+        self.time_embed = nn.Sequential(
+            nn.Linear(cfg.model_channels, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels)
+        )
+
+        def attention_pair(channels: int) -> list[nn.Module]:
+            heads = channels // cfg.num_head_channels
+            dim_head = channels // heads
+            return [
+                SpatialTransformer(channels, heads, dim_head, None),
+                SpatialTransformer(channels, heads, dim_head, context_dim),
+            ]
+
+        self.input_blocks = nn.ModuleList(
+            [UNetLevel(nn.Conv2d(cfg.in_channels, cfg.model_channels, 3, padding=1))]
+        )
+        skip_widths = [cfg.model_channels]
+        channels, factor = cfg.model_channels, 1
+        for level, width in enumerate(widths):
+            for _ in range(cfg.num_res_blocks):
+                layers = [ResBlock(channels, emb_channels, width)]
+                channels = width
+                if factor in cfg.attention_resolutions:
+                    layers += attention_pair(channels)
+                self.input_blocks.append(UNetLevel(*layers))
+                skip_widths.append(channels)
+            if level != len(widths) - 1:
+                self.input_blocks.append(UNetLevel(Downsample(channels)))
+                skip_widths.append(channels)
+                factor *= 2
+        self.middle_block = UNetLevel(
+            ResBlock(channels, emb_channels, channels),
+            *attention_pair(channels),
+            ResBlock(channels, emb_channels, channels),
+        )
+        self.output_blocks = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            for index in range(cfg.num_res_blocks + 1):
+                layers = [ResBlock(channels + skip_widths.pop(), emb_channels, widths[level])]
+                channels = widths[level]
+                if factor in cfg.attention_resolutions:
+                    layers += attention_pair(channels)
+                if level and index == cfg.num_res_blocks:
+                    layers.append(Upsample(channels))
+                    factor //= 2
+                self.output_blocks.append(UNetLevel(*layers))
+        self.out = nn.Sequential(
+            GroupNorm32(NORM_GROUPS, channels), nn.SiLU(), nn.Conv2d(channels, cfg.out_channels, 3, padding=1)
+        )
+        self._cross_transformers = [
+            m for m in self.modules() if isinstance(m, SpatialTransformer) and m.context_dim is not None
+        ]
+
+    @property
+    def downsampling(self) -> int:
+        """Total downsampling factor: latent T and F must be multiples of it."""
+        return 2 ** (len(self.cfg.channel_mult) - 1)
+
+    def encode_context(self, context: torch.Tensor) -> EncodedContext:
+        """Project conditioning [B, L, context_dim] into every cross-attention layer's keys/values."""
+        if context.dim() != 3 or context.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"UNet context must be [batch, length, {self.context_dim}], got shape {tuple(context.shape)}"
+            )
+        pairs = tuple(block.project_context(context) for block in self._cross_transformers)
+        return EncodedContext(keys_values=pairs, batch=context.shape[0])
+
+    def forward(
+        self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | EncodedContext
+    ) -> torch.Tensor:
+        """Predict v for noisy latents x [B, C, T, F] at integer timesteps [B] -> [B, C, T, F]."""
+        if not isinstance(context, EncodedContext):
+            context = self.encode_context(context)
+        self._check_inputs(x, timesteps, context)
+        emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
+        pending = iter(context.keys_values)
+        skips = []
+        h = x
+        for block in self.input_blocks:
+            h = block(h, emb, pending)
+            skips.append(h)
+        h = self.middle_block(h, emb, pending)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, pending)
+        return self.out(h)
+
+    def _check_inputs(self, x: torch.Tensor, timesteps: torch.Tensor, context: EncodedContext) -> None:
+        if x.dim() != 4 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(
+                f"UNet input must be [batch, {self.cfg.in_channels}, time, freq], got shape {tuple(x.shape)}"
+            )
+        step = self.downsampling
+        if x.shape[2] % step or x.shape[3] % step:
+            raise ValueError(f"latent time and freq sizes {tuple(x.shape[2:])} must be multiples of {step}")
+        if timesteps.shape != (x.shape[0],) or timesteps.is_floating_point():
+            raise ValueError(
+                f"timesteps must be an integer tensor of shape [{x.shape[0]}], got "
+                f"{timesteps.dtype} {tuple(timesteps.shape)}"
+            )
+        if context.batch != x.shape[0]:
+            raise ValueError(f"context batch {context.batch} does not match latent batch {x.shape[0]}")

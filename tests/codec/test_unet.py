@@ -1,0 +1,124 @@
+"""The latent-diffusion UNet: parity with the official UNetModel (fixture 5), keys, context cache, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from codec.config import UNetConfig, official_config
+from codec.diffusion.unet import UNet, timestep_embedding
+
+PREFIX = "model.diffusion_model."
+KEYS_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / "checkpoint-keys"
+# Fixture 5 constructor: the official layout pattern at reduced width.
+FIXTURE_UNET = UNetConfig(model_channels=32, channel_mult=(1, 1), attention_resolutions=(2,), num_head_channels=16)
+FIXTURE_CONTEXT_DIM = 256
+
+
+@pytest.fixture(scope="module")
+def fixture5(parity_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(parity_dir / "unet.safetensors")
+
+
+@pytest.fixture(scope="module")
+def fixture_unet(fixture5: dict[str, torch.Tensor]) -> UNet:
+    unet = UNet(FIXTURE_UNET, FIXTURE_CONTEXT_DIM).eval()
+    unet.load_state_dict({k[len(PREFIX) :]: v for k, v in fixture5.items() if k.startswith(PREFIX)}, strict=True)
+    return unet
+
+
+def test_time_embedding_matches_official(fixture_unet: UNet, fixture5: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        emb = fixture_unet.time_embed(timestep_embedding(fixture5["input.timesteps"], FIXTURE_UNET.model_channels))
+    torch.testing.assert_close(emb, fixture5["intermediate.time_embed"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("branch", ["cond", "uncond"])
+def test_velocity_matches_official(fixture_unet: UNet, fixture5: dict[str, torch.Tensor], branch: str) -> None:
+    with torch.no_grad():
+        v = fixture_unet(fixture5["input.x"], fixture5["input.timesteps"], fixture5[f"input.context_{branch}"])
+    assert v.shape == fixture5[f"expected.v_{branch}"].shape
+    assert (v - fixture5[f"expected.v_{branch}"]).abs().max().item() <= 5e-5
+
+
+def test_encoded_context_gives_identical_output(fixture_unet: UNet, fixture5: dict[str, torch.Tensor]) -> None:
+    x, t, context = fixture5["input.x"], fixture5["input.timesteps"], fixture5["input.context_cond"]
+    with torch.no_grad():
+        direct = fixture_unet(x, t, context)
+        cached = fixture_unet(x, t, fixture_unet.encode_context(context))
+    assert torch.equal(direct, cached)
+
+
+def test_single_items_match_the_batch(fixture_unet: UNet, fixture5: dict[str, torch.Tensor]) -> None:
+    x, t, context = fixture5["input.x"], fixture5["input.timesteps"], fixture5["input.context_cond"]
+    with torch.no_grad():
+        batched = fixture_unet(x, t, context)
+        single = torch.cat([fixture_unet(x[i : i + 1], t[i : i + 1], context[i : i + 1]) for i in range(2)])
+    assert (batched - single).abs().max().item() <= 5e-5
+
+
+def _official_unet_shapes(token_rate: int) -> dict[str, tuple[int, ...]]:
+    path = KEYS_DIR / f"keys_decoder_{token_rate}.txt"
+    if not path.is_file():
+        pytest.skip(f"official key listing not found at {path}")
+    shapes = {}
+    for line in path.read_text().splitlines():
+        key, shape, _ = line.split("\t")
+        if key.startswith(PREFIX):
+            shapes[key[len(PREFIX) :]] = tuple(int(n) for n in shape.strip("()").split(",") if n.strip())
+    return shapes
+
+
+@pytest.mark.parametrize("token_rate", [100, 50, 25])
+def test_official_keys_and_shapes(token_rate: int) -> None:
+    cfg = official_config(token_rate)
+    with torch.device("meta"):
+        unet = UNet(cfg.unet, cfg.context_dim)
+    ours = {key: tuple(value.shape) for key, value in unet.state_dict().items()}
+    assert ours == _official_unet_shapes(token_rate)
+
+
+def test_fixture_keys_load_strictly(fixture5: dict[str, torch.Tensor]) -> None:
+    weights = {k[len(PREFIX) :]: v for k, v in fixture5.items() if k.startswith(PREFIX)}
+    assert len(weights) == 458
+    unet = UNet(FIXTURE_UNET, FIXTURE_CONTEXT_DIM)
+    assert set(unet.state_dict()) == set(weights)
+
+
+def test_output_shape_for_other_sizes() -> None:
+    torch.manual_seed(0)
+    cfg = UNetConfig(model_channels=32, channel_mult=(1, 2, 1), attention_resolutions=(2, 4), num_head_channels=32)
+    unet = UNet(cfg, context_dim=12).eval()
+    with torch.no_grad():
+        v = unet(torch.randn(3, 8, 8, 4), torch.tensor([0, 500, 999]), torch.randn(3, 5, 12))
+    assert v.shape == (3, 8, 8, 4)
+    assert torch.isfinite(v).all()
+
+
+@pytest.fixture(scope="module")
+def small_unet() -> UNet:
+    return UNet(FIXTURE_UNET, context_dim=20).eval()
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "timesteps", "context_shape", "message"),
+    [
+        ((1, 4, 8, 8), torch.tensor([1]), (1, 3, 20), "UNet input must be"),
+        ((1, 8, 7, 8), torch.tensor([1]), (1, 3, 20), "multiples of 2"),
+        ((1, 8, 8, 8), torch.tensor([1.0]), (1, 3, 20), "timesteps must be an integer tensor"),
+        ((2, 8, 8, 8), torch.tensor([1]), (2, 3, 20), "timesteps must be an integer tensor"),
+        ((1, 8, 8, 8), torch.tensor([1]), (1, 3, 19), "UNet context must be"),
+        ((2, 8, 8, 8), torch.tensor([1, 2]), (1, 3, 20), "context batch 1 does not match"),
+    ],
+)
+def test_bad_inputs_are_named(small_unet: UNet, x_shape, timesteps, context_shape, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        small_unet(torch.zeros(x_shape), timesteps, torch.zeros(context_shape))
+
+
+def test_bad_widths_are_rejected() -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        UNet(UNetConfig(model_channels=48, channel_mult=(1,), attention_resolutions=(), num_head_channels=16), 8)
