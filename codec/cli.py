@@ -1,0 +1,304 @@
+"""``semanticodec``: encode, decode, reconstruct and inspect from the command line.
+
+    semanticodec encode clips/ more.wav -o tokens/            # folders are searched recursively
+    semanticodec info tokens/more.wav.tokens.safetensors
+    semanticodec decode tokens/*.tokens.safetensors -o decoded/ --steps 25 --sampler dpmpp2m --seed 0
+    semanticodec reconstruct clips/ -o recon/ --seed 0
+
+Every command reports a bad input and goes on with the rest; the exit status is 1 if any input
+failed. Outputs are written atomically, and ``encode`` skips outputs that already exist and
+validate, so an interrupted run can simply be started again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".oga"}
+TOKEN_SUFFIX = ".tokens.safetensors"
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default",
+                        help="shipped name, a save_pretrained folder, or official-<rate>-<vocab> (default: %(default)s)")
+    parser.add_argument("--checkpoint-path", default=None,
+                        help="local folder laid out like the official hub repository (official models only)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+
+
+def _add_decode_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=50, help="diffusion steps (default: %(default)s)")
+    parser.add_argument("--cfg-scale", type=float, default=2.0, help="classifier-free guidance (default: %(default)s)")
+    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="ddim", help="(default: %(default)s)")
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise; 0 is deterministic (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the diffusion noise (default: random)")
+    parser.add_argument("--batch-size", type=int, default=4, help="decoder windows per batch (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semanticodec", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    encode = commands.add_parser("encode", help="audio files/folders -> token files")
+    encode.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    encode.add_argument("-o", "--output", required=True, help="output folder")
+    encode.add_argument("--channel-policy", choices=["first", "mean"], default="first",
+                        help="multi-channel input: keep channel 0 (official) or average (default: %(default)s)")
+    encode.add_argument("--files-per-batch", type=int, default=8, help="files encoded together (default: %(default)s)")
+    encode.add_argument("--overwrite", action="store_true", help="re-encode even if a valid output exists")
+    _add_model_args(encode)
+
+    info = commands.add_parser("info", help="print a token file's metadata")
+    info.add_argument("files", nargs="+")
+
+    decode = commands.add_parser("decode", help="token files -> wav files")
+    decode.add_argument("inputs", nargs="+", help="token files or folders holding them")
+    decode.add_argument("-o", "--output", required=True, help="output folder")
+    _add_model_args(decode)
+    _add_decode_args(decode)
+
+    reconstruct = commands.add_parser("reconstruct", help="audio -> tokens -> audio (wav)")
+    reconstruct.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    reconstruct.add_argument("-o", "--output", required=True, help="output folder")
+    reconstruct.add_argument("--channel-policy", choices=["first", "mean"], default="first")
+    _add_model_args(reconstruct)
+    _add_decode_args(reconstruct)
+
+    from codec.evaluate import add_eval_arguments
+    from lm.probe import add_probe_arguments
+
+    add_eval_arguments(commands.add_parser("eval", help="reconstruct a manifest's clips and score them"))
+    add_probe_arguments(commands.add_parser("probe", help="linear/MLP probes on pooled token embeddings"))
+    return parser
+
+
+def find_inputs(inputs: Iterable[str], suffix_ok) -> list[tuple[Path, Path]]:
+    """(path, path relative to the output folder) for each file, folders searched recursively."""
+    found = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found += [(p, p.relative_to(path)) for p in sorted(path.rglob("*")) if p.is_file() and suffix_ok(p)]
+        else:  # missing or odd files are reported when read
+            found.append((path, Path(path.name)))
+    return found
+
+
+def _is_audio(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_SUFFIXES
+
+
+def _is_tokens(path: Path) -> bool:
+    return path.name.endswith(TOKEN_SUFFIX)
+
+
+def _wav_name(relative: Path) -> Path:
+    name = relative.name[: -len(TOKEN_SUFFIX)] if relative.name.endswith(TOKEN_SUFFIX) else relative.name
+    base = Path(name)
+    return relative.with_name((base.stem if base.suffix.lower() in AUDIO_SUFFIXES else name) + ".wav")
+
+
+def _load_codec(args):
+    from codec.model import SemantiCodec
+
+    return SemantiCodec.from_pretrained(args.model, checkpoint_path=args.checkpoint_path, device=args.device)
+
+
+def _fail(failures: list, path: Path, error: Exception) -> None:
+    failures.append(path)
+    tqdm.write(f"error: {error}" if str(path) in str(error) else f"error: {path}: {error}", file=sys.stderr)
+
+
+def run_encode(args) -> int:
+    from codec.audio import AudioError, load_audio
+    from codec.tokenfile import TokenFileError, load_tokens, save_tokens
+
+    codec = _load_codec(args)
+    out_dir = Path(args.output)
+    failures: list[Path] = []
+    todo = []
+    for path, relative in find_inputs(args.inputs, _is_audio):
+        target = out_dir / relative.with_name(relative.name + TOKEN_SUFFIX)
+        if target.exists() and not args.overwrite:
+            try:
+                load_tokens(target, expect=codec.config)
+                continue
+            except TokenFileError:
+                pass  # stale or damaged output: encode again
+        todo.append((path, target))
+    with tqdm(total=len(todo), unit="file", desc="encode") as bar:
+        for start in range(0, len(todo), args.files_per_batch):
+            loaded = []
+            for path, target in todo[start : start + args.files_per_batch]:
+                try:
+                    loaded.append((path, target, load_audio(path, channel_policy=args.channel_policy)))
+                except AudioError as error:
+                    _fail(failures, path, error)
+                    bar.update(1)
+            if not loaded:
+                continue
+            tokens, lengths = codec.encode_waveforms([wave for _, _, wave in loaded])
+            for (path, target, wave), item, length in zip(loaded, tokens.cpu(), lengths.cpu()):
+                extra = {"source": str(path), "source_seconds": wave.numel() / 16000}
+                save_tokens(target, item[None, :length], length[None], codec.config, extra=extra)
+                bar.update(1)
+    print(f"encoded {len(todo) - len(failures)} file(s), skipped {len(failures)} bad file(s) -> {out_dir}")
+    return 1 if failures else 0
+
+
+def run_info(args) -> int:
+    from codec.tokenfile import TokenFileError, load_tokens
+
+    status = 0
+    for name in args.files:
+        try:
+            tokens = load_tokens(name)
+        except TokenFileError as error:
+            print(f"error: {error}", file=sys.stderr)
+            status = 1
+            continue
+        rate = tokens.codec["token_rate"] / 2
+        summary = {
+            "file": name,
+            "items": int(tokens.lengths.numel()),
+            "frames": tokens.lengths.tolist(),
+            "seconds": [round(int(n) / rate, 3) for n in tokens.lengths],
+            "codec": tokens.codec,
+            "extra": tokens.extra,
+        }
+        print(json.dumps(summary, indent=2))
+    return status
+
+
+class AtomicWavWriter:
+    """Write a mono 16-kHz wav progressively into a temp file; rename on success, delete on failure."""
+
+    def __init__(self, path: Path, sample_rate: int = 16000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.wav", dir=path.parent)
+        os.close(fd)
+        self.path = path
+        self.file = sf.SoundFile(self.tmp, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV")
+
+    def write(self, chunk: torch.Tensor) -> None:
+        self.file.write(chunk.reshape(-1).clamp(-1, 1).numpy())
+
+    def commit(self) -> None:
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.file.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def _decode_to_wavs(codec, tokens: torch.Tensor, lengths: torch.Tensor, targets: list[Path], args, bar) -> None:
+    writers = {}
+    try:
+        for item, chunk, last in codec.iter_decode(
+            tokens, lengths, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler, eta=args.eta,
+            seed=args.seed, batch_size=args.batch_size, on_window=lambda done, total: bar.update(1),
+        ):
+            writer = writers.setdefault(item, AtomicWavWriter(targets[item]))
+            writer.write(chunk)
+            if last:
+                writer.commit()
+                del writers[item]
+    finally:
+        for writer in writers.values():
+            writer.abort()
+
+
+def _count_windows(codec, lengths) -> int:
+    from codec.windows import split_windows
+
+    return sum(len(split_windows(int(n), codec.config.window_tokens)) for n in lengths)
+
+
+def run_decode(args) -> int:
+    from codec.tokenfile import TokenFileError, load_tokens
+
+    codec = _load_codec(args)
+    out_dir = Path(args.output)
+    failures: list[Path] = []
+    jobs = []
+    for path, relative in find_inputs(args.inputs, _is_tokens):
+        try:
+            jobs.append((load_tokens(path, expect=codec.config), out_dir / _wav_name(relative)))
+        except TokenFileError as error:
+            _fail(failures, path, error)
+    total = sum(_count_windows(codec, tf.lengths) for tf, _ in jobs)
+    with tqdm(total=total, unit="window", desc="decode") as bar:
+        for token_file, target in jobs:
+            items = len(token_file.lengths)
+            targets = [target] if items == 1 else [target.with_name(f"{target.stem}_{i}.wav") for i in range(items)]
+            _decode_to_wavs(codec, token_file.tokens, token_file.lengths, targets, args, bar)
+    print(f"decoded {len(jobs)} file(s), skipped {len(failures)} bad file(s) -> {out_dir}")
+    return 1 if failures else 0
+
+
+def run_reconstruct(args) -> int:
+    from codec.audio import AudioError, load_audio
+
+    codec = _load_codec(args)
+    out_dir = Path(args.output)
+    failures: list[Path] = []
+    inputs = find_inputs(args.inputs, _is_audio)
+    with tqdm(unit="window", desc="reconstruct") as bar:
+        for path, relative in inputs:
+            try:
+                wave = load_audio(path, channel_policy=args.channel_policy)
+            except AudioError as error:
+                _fail(failures, path, error)
+                continue
+            tokens, lengths = codec.encode_waveforms([wave])
+            bar.total = (bar.total or 0) + _count_windows(codec, lengths)
+            _decode_to_wavs(codec, tokens, lengths, [out_dir / _wav_name(relative)], args, bar)
+    print(f"reconstructed {len(inputs) - len(failures)} file(s), skipped {len(failures)} bad file(s) -> {out_dir}")
+    return 1 if failures else 0
+
+
+def run_eval(args) -> int:
+    from codec.evaluate import run_eval as evaluate
+
+    return evaluate(args)
+
+
+def run_probe(args) -> int:
+    from lm.probe import run_probe as probe
+
+    return probe(args)
+
+
+COMMANDS = {
+    "encode": run_encode,
+    "info": run_info,
+    "decode": run_decode,
+    "reconstruct": run_reconstruct,
+    "eval": run_eval,
+    "probe": run_probe,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``semanticodec`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError, KeyError, ImportError) as error:  # configuration problems: one line
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""SemantiCodec: audio <-> (semantic, acoustic) tokens.
+
+    >>> from codec import SemantiCodec
+    >>> codec = SemantiCodec.from_pretrained("default")          # shipped weights, offline
+    >>> tokens, lengths = codec.encode(["a.wav", "b.flac"])        # int64 [2, T, 2], [2]
+    >>> audio = codec.decode(tokens, lengths, seed=0)               # float32 [2, 1, N] @ 16 kHz
+
+Encoding batches the 10.24-s segments of every input together; decoding batches the 10.24-s
+windows of every input together and stitches them with the official crossfade. Both reproduce
+the official numbers: the batching changes the schedule of the work, not its arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from codec import checkpoints
+from codec.audio import load_audio, prepare_waveform
+from codec.config import SAMPLE_RATE, SEGMENT_FRAMES, CodecConfig, get_config, official_config
+from codec.decoder import LatentDiffusionDecoder
+from codec.encoder import SemantiCodecEncoder
+from codec.frontend import waveform_to_fbank
+from codec.tokenfile import validate_tokens
+from codec.windows import OverlapAddStream, output_samples, split_windows
+
+AudioInput = str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+SEED_STRIDE = 0x9E3779B1  # spreads (seed, window) pairs over the generator's seed space
+
+
+@contextmanager
+def exact_float32(device: torch.device) -> Iterator[None]:
+    """Disable TF32 on CUDA: it flips nearest-centroid decisions, so tokens would not match."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+class Tokens(NamedTuple):
+    """Codec tokens int64 [B, T, 2] (semantic, acoustic; rows past ``lengths`` are 0) and lengths [B]."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+
+
+class SemantiCodec(nn.Module):
+    """The complete codec: ``encoder`` (AudioMAE, k-means, BiLSTM, VQ) and ``decoder`` (LDM, VAE, HiFi-GAN).
+
+    ``fix_exact_multiple`` switches off the official padding quirk that gives an input of exactly
+    n x 10.24 s an extra silent segment (and 8/K extra tokens); it is off by default so tokens
+    match the official implementation.
+    """
+
+    def __init__(self, config: CodecConfig, *, fix_exact_multiple: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.fix_exact_multiple = fix_exact_multiple
+        self.encoder = SemantiCodecEncoder(config)
+        self.decoder = LatentDiffusionDecoder(config)
+
+    # Loading -----------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str | os.PathLike = "default",
+        *,
+        checkpoint_path: str | os.PathLike | None = None,
+        cache_dir: str | None = None,
+        device: str | torch.device = "cpu",
+        **kwargs,
+    ) -> "SemantiCodec":
+        """Load a codec by name or folder.
+
+        - ``"default"`` (or any folder under ``codec/pretrained``): our shipped weights, offline.
+        - a folder written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``).
+        - ``"official-<rate>-<vocab>"``, e.g. ``official-100-16384``: the released checkpoints from
+          ``checkpoint_path`` (a folder laid out like the hub repository) or downloaded from the hub.
+        """
+        name_str = str(name)
+        if name_str.startswith("official-"):
+            config = get_config(name_str)
+            folder = checkpoint_path or checkpoints.download_official(
+                config.token_rate, config.semantic_vocab_size, cache_dir
+            )
+            with torch.device("meta"):
+                codec = cls(config, **kwargs)
+            checkpoints.load_official_weights(codec, folder)
+            return codec.to(device).eval()
+        folder = Path(name_str)
+        if not folder.is_dir():
+            folder = PRETRAINED_DIR / name_str
+        if not folder.is_dir():
+            known = sorted(p.name for p in PRETRAINED_DIR.iterdir()) if PRETRAINED_DIR.is_dir() else []
+            raise checkpoints.CheckpointError(
+                f"{name_str}: no such codec folder; shipped: {known}; official: official-<25|50|100>-<vocab>"
+            )
+        config, state = checkpoints.read_safetensors_folder(folder)
+        with torch.device("meta"):
+            codec = cls(config, **kwargs)
+        checkpoints.load_state(codec, state, str(folder))
+        return codec.to(device).eval()
+
+    @classmethod
+    def official(cls, token_rate: int = 100, semantic_vocab_size: int = 16384, **kwargs) -> "SemantiCodec":
+        """An official-architecture codec with freshly initialised weights (benchmarks, tests)."""
+        return cls(official_config(token_rate, semantic_vocab_size), **kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (atomically) into ``folder``."""
+        return checkpoints.save_safetensors(self, folder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # Encoding ----------------------------------------------------------------------------------
+    def _waveforms(self, audio: AudioInput, sample_rate: int | None, channel_policy: str) -> list[torch.Tensor]:
+        if isinstance(audio, torch.Tensor):
+            if sample_rate is None:
+                raise ValueError("<tensor>: pass sample_rate with a waveform tensor")
+            if audio.dim() == 1:
+                audio = audio[None]
+            if audio.dim() == 2:
+                audio = audio[:, None]
+            if audio.dim() != 3:
+                raise ValueError(f"<tensor>: waveform must be [B, N] or [B, C, N], got {list(audio.shape)}")
+            return [
+                prepare_waveform(item, sample_rate, channel_policy=channel_policy, name=f"<tensor {i}>")
+                for i, item in enumerate(audio)
+            ]
+        paths = [audio] if isinstance(audio, (str, os.PathLike)) else list(audio)
+        return [load_audio(path, channel_policy=channel_policy) for path in paths]
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        audio: AudioInput,
+        sample_rate: int | None = None,
+        *,
+        channel_policy: str = "first",
+        batch_size: int = 8,
+        device: str | torch.device | None = None,
+    ) -> Tokens:
+        """Audio to tokens.
+
+        ``audio``: a path, a list of paths, or a waveform tensor [B, N] / [B, C, N] with its
+        ``sample_rate`` (any rate; resampled to 16 kHz). Returns :class:`Tokens`: int64 [B, T, 2]
+        padded with zeros past each item's length, and lengths [B]. ``batch_size`` is the number of
+        10.24-s segments (across all inputs) run through the encoder at once.
+        """
+        if device is not None:
+            self.to(device)
+        return self.encode_waveforms(self._waveforms(audio, sample_rate, channel_policy), batch_size=batch_size)
+
+    @torch.inference_mode()
+    def encode_waveforms(self, waveforms: Sequence[torch.Tensor], *, batch_size: int = 8) -> Tokens:
+        """Mono 16-kHz waveforms (a list of float32 [N_i], already validated) to :class:`Tokens`."""
+        device = self.device
+        with exact_float32(device):
+            return self._encode_waveforms(waveforms, batch_size, device)
+
+    def _encode_waveforms(self, waveforms: Sequence[torch.Tensor], batch_size: int, device: torch.device) -> Tokens:
+        fronts = [
+            waveform_to_fbank(wave, self.config.concat_factor, fix_exact_multiple=self.fix_exact_multiple)
+            for wave in waveforms
+        ]
+        segments = torch.cat([f.fbank.reshape(-1, SEGMENT_FRAMES, f.fbank.shape[-1]) for f in fronts])
+        pieces = [
+            self.encoder.encode_segments(segments[start : start + batch_size].to(device))
+            for start in range(0, len(segments), batch_size)
+        ]
+        per_segment = torch.cat(pieces).reshape(-1, 2)
+        per_item = per_segment.split([f.num_segments * self.config.tokens_per_segment for f in fronts])
+        lengths = torch.tensor([f.token_count for f in fronts], dtype=torch.long)
+        tokens = torch.zeros(len(fronts), int(lengths.max()), 2, dtype=torch.long, device=device)
+        for i, (item, count) in enumerate(zip(per_item, lengths.tolist())):
+            tokens[i, :count] = item[:count]
+        return Tokens(tokens, lengths.to(device))
+
+    # Decoding ----------------------------------------------------------------------------------
+    def num_samples(self, lengths: torch.Tensor | Sequence[int]) -> list[int]:
+        """Output samples at 16 kHz for each token length (the official trim: 0.02*K s per token)."""
+        return [output_samples(int(n), self.config.concat_factor) for n in lengths]
+
+    def _window_features(self, tokens: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        width = self.config.window_tokens
+        features = self.encoder.tokens_to_features(tokens[None, start:end])[0]
+        padded = features.new_full((width, features.shape[-1]), -1.0)
+        padded[: end - start] = features
+        return padded
+
+    @torch.inference_mode()
+    def iter_decode(
+        self,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        *,
+        steps: int = 50,
+        cfg_scale: float = 2.0,
+        sampler: str = "ddim",
+        eta: float = 1.0,
+        seed: int | Sequence[int] | None = None,
+        batch_size: int = 4,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor, bool]]:
+        """Decode progressively: yields ``(item, chunk [1, n] float32, is_last)`` in playback order.
+
+        Windows of all items stream through the decoder ``batch_size`` at a time; each chunk is
+        final audio as soon as the crossfade after it is known, so memory stays bounded however
+        long the input. ``seed`` (one int, or one per item) makes window ``j`` of an item draw its
+        noise from a generator seeded by ``(seed, j)``: an item decodes identically alone or in any
+        batch. ``on_window(done, total)`` reports progress.
+        """
+        config = self.config
+        lengths = validate_tokens(tokens, lengths, config.semantic_vocab_size, config.acoustic_vocab_size)
+        if tokens.dim() == 2:
+            tokens = tokens[None]
+        tokens = tokens.to(self.device)
+        seeds = self._item_seeds(seed, len(lengths))
+        jobs = [
+            (item, index, bounds)
+            for item, length in enumerate(lengths.tolist())
+            for index, bounds in enumerate(split_windows(length, config.window_tokens))
+        ]
+        last_window = {item: index for item, index, _ in jobs}
+        streams = [OverlapAddStream(total_samples=total) for total in self.num_samples(lengths)]
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            features = torch.stack([self._window_features(tokens[item], *bounds) for item, _, bounds in batch])
+            generators = [
+                torch.Generator(device=self.device).manual_seed((seeds[item] * SEED_STRIDE + index) % 2**63)
+                for item, index, _ in batch
+            ]
+            audio = self.decoder.decode_windows(
+                features, steps=steps, cfg_scale=cfg_scale, sampler=sampler, eta=eta, generators=generators
+            )
+            for (item, index, _), window in zip(batch, audio):
+                is_last = index == last_window[item]
+                chunk = streams[item].push(window.reshape(1, -1).float().cpu())
+                if is_last:
+                    chunk = torch.cat([chunk, streams[item].finish()], dim=-1)
+                yield item, chunk, is_last
+            if on_window is not None:
+                on_window(min(start + batch_size, len(jobs)), len(jobs))
+
+    @staticmethod
+    def _item_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
+        if seed is None:
+            return torch.randint(0, 2**62, (count,)).tolist()
+        if isinstance(seed, int):
+            return [seed] * count
+        seeds = [int(s) for s in seed]
+        if len(seeds) != count:
+            raise ValueError(f"got {len(seeds)} seeds for {count} items")
+        return seeds
+
+    def decode(
+        self,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        *,
+        steps: int = 50,
+        cfg_scale: float = 2.0,
+        sampler: str = "ddim",
+        eta: float = 1.0,
+        seed: int | Sequence[int] | None = None,
+        batch_size: int = 4,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Tokens [B, T, 2] (+ lengths [B]) to audio float32 [B, 1, N] at 16 kHz (zero-padded).
+
+        ``sampler``: ``"ddim"`` (official; ``eta=1`` stochastic as released, ``eta=0``
+        deterministic) or ``"dpmpp2m"`` (DPM-Solver++(2M), deterministic, good at 10-25 steps).
+        """
+        if tokens.dim() == 2:
+            tokens = tokens[None]
+        lengths_list = validate_tokens(
+            tokens, lengths, self.config.semantic_vocab_size, self.config.acoustic_vocab_size
+        )
+        totals = self.num_samples(lengths_list)
+        out = torch.zeros(len(totals), 1, max(totals))
+        filled = [0] * len(totals)
+        for item, chunk, _ in self.iter_decode(
+            tokens, lengths_list, steps=steps, cfg_scale=cfg_scale, sampler=sampler, eta=eta,
+            seed=seed, batch_size=batch_size, on_window=on_window,
+        ):
+            out[item, :, filled[item] : filled[item] + chunk.shape[-1]] = chunk
+            filled[item] += chunk.shape[-1]
+        return out
+
+    def reconstruct(
+        self,
+        audio: AudioInput,
+        sample_rate: int | None = None,
+        *,
+        channel_policy: str = "first",
+        encode_batch_size: int = 8,
+        **decode_kwargs,
+    ) -> torch.Tensor:
+        """Encode then decode: audio in, float32 [B, 1, N] at 16 kHz out (see :meth:`decode`)."""
+        tokens, lengths = self.encode(audio, sample_rate, channel_policy=channel_policy, batch_size=encode_batch_size)
+        return self.decode(tokens, lengths, **decode_kwargs)
+
+
+__all__ = ["SAMPLE_RATE", "SemantiCodec", "Tokens"]
