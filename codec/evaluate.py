@@ -1,0 +1,523 @@
+"""``semanticodec eval``: reconstruct the clips of a manifest with one or more codecs and score them.
+
+    semanticodec eval --manifest data/corpus/manifest.jsonl -o eval/ \\
+        --model 'ours-{rate}=runs/small-{rate}' --token-rates 100,50,25 --steps 25 --seed 0
+
+Models: each ``--model [LABEL=]SOURCE`` (repeatable) names a shipped codec, a folder written by
+``save_pretrained`` or ``official-<rate>-<vocab>``; ``{rate}`` in it is replaced by every rate of
+``--token-rates`` (default 100,50,25), so one option can name a family of codecs. A codec whose
+token rate is not among ``--token-rates`` (when given) is left out.
+
+Per clip (16 kHz; the reconstruction is cut or zero-padded to the original's length): ViSQOL
+(speech mode for speech, audio mode otherwise), PESQ-WB and STOI (speech), mel distance,
+multi-resolution STFT distance, SI-SDR, and for English speech with a transcript the WER of the
+pocketsphinx recogniser on the original and on the reconstruction; plus the measured token rate,
+bitrate and encode/decode real-time factors. Outputs in ``-o``: ``clips.csv`` (one row per model and
+clip), ``results.json`` (settings, clips, aggregates per model and domain, skipped clips),
+``results.md`` (the paper-shaped table) and ``spectrograms/<model>/<clip>.png``. A bad clip is
+reported and skipped for every model (exit status 1); configuration errors raise ValueError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from codec import metrics
+from codec.config import SAMPLE_RATE, TOKEN_RATES
+
+METRICS = ("visqol", "pesq", "stoi", "mel", "stft", "sisdr", "wer")
+CORE_METRICS = ("mel", "stft", "sisdr")
+SPEECH_ONLY = ("pesq", "stoi")
+MIN_SECONDS = 0.2  # the 2048-point STFT resolution needs more than 1024 samples; ViSQOL wants more
+CLIP_COLUMNS = (
+    "model", "source", "token_rate", "nominal_bitrate", "clip", "domain", "language", "seconds",
+    "frames", "measured_token_rate", "measured_bitrate", "encode_seconds", "decode_seconds",
+    "visqol", "visqol_mode", "pesq", "stoi", "mel_distance", "stft_distance", "si_sdr",
+    "wer_original", "wer_reconstruction", "transcript", "hypothesis_original", "hypothesis_reconstruction", "notes",
+)
+AVERAGED = ("visqol", "pesq", "stoi", "mel_distance", "stft_distance", "si_sdr")
+
+
+@dataclass(frozen=True)
+class ManifestClip:
+    """One manifest row with its audio path resolved (relative paths are relative to the manifest)."""
+
+    id: str
+    path: Path
+    domain: str
+    language: str | None
+    transcript: str | None
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A codec to evaluate: its table label, its source (name or folder) and an optional checkpoint folder."""
+
+    label: str
+    source: str
+    checkpoint_path: str | None = None
+
+
+def read_manifest_clips(manifest: str | os.PathLike, split: str = "test", limit: int | None = None
+                        ) -> tuple[list[ManifestClip], list[str]]:
+    """Read a JSON Lines manifest defensively: (clips of ``split`` in file order, up to ``limit``; problems).
+
+    ``split="all"`` keeps every row. A malformed line or a row without a usable ``path`` is not
+    fatal: it is described in the returned problems and left out. Raises ValueError if the file
+    cannot be read.
+    """
+    manifest = Path(manifest)
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read manifest {manifest}: {error}") from None
+    clips, problems, seen = [], [], set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{manifest}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"{where}: not valid JSON ({error.msg})")
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not row["path"]:
+            problems.append(f"{where}: a row must be a JSON object with a non-empty string 'path'")
+            continue
+        if split != "all" and row.get("split") != split:
+            continue
+        clip_id = str(row.get("id") or row["path"])
+        if clip_id in seen:
+            problems.append(f"{where}: duplicate clip id {clip_id!r}")
+            continue
+        seen.add(clip_id)
+        language, transcript = row.get("language"), row.get("transcript")
+        clips.append(ManifestClip(
+            id=clip_id,
+            path=(manifest.parent / row["path"]) if not os.path.isabs(row["path"]) else Path(row["path"]),
+            domain=str(row.get("domain") or "unknown"),
+            language=language if isinstance(language, str) and language else None,
+            transcript=transcript if isinstance(transcript, str) and transcript.strip() else None,
+            row=row,
+        ))
+        if limit is not None and len(clips) >= limit:
+            break
+    return clips, problems
+
+
+def parse_token_rates(text: str) -> list[int]:
+    """``"100,50,25"`` -> [100, 50, 25]; raises ValueError for anything but the codec's token rates."""
+    try:
+        rates = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--token-rates must be comma-separated integers, got {text!r}") from None
+    if not rates or any(rate not in TOKEN_RATES for rate in rates):
+        raise ValueError(f"--token-rates must be taken from {TOKEN_RATES}, got {text!r}")
+    return rates
+
+
+def parse_model_specs(models: Iterable[str], token_rates: list[int] | None,
+                      checkpoint_path: str | None = None) -> list[ModelSpec]:
+    """Expand ``[LABEL=]SOURCE`` strings (``{rate}`` placeholders over ``token_rates``) into ModelSpecs."""
+    specs = []
+    for text in models:
+        # A label is whatever precedes the first '=', unless that '=' sits inside a folder path.
+        label, _, source = text.partition("=") if "=" in text.split("/")[0] else ("", "", text)
+        if not source:
+            raise ValueError(f"--model {text!r} names no codec")
+        rates = (token_rates or [100, 50, 25]) if "{rate}" in text else [None]
+        for rate in rates:
+            filled = [value.replace("{rate}", str(rate)) if value and rate is not None else value
+                      for value in (label, source, checkpoint_path)]
+            specs.append(ModelSpec(label=filled[0] or Path(filled[1]).name, source=filled[1],
+                                   checkpoint_path=filled[2]))
+    labels = [spec.label for spec in specs]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"two models share the label(s) {duplicates}; give them labels with LABEL=SOURCE")
+    return specs
+
+
+def is_english(clip: ManifestClip) -> bool:
+    """True for a clip whose language tag is English (``en``, ``en-US``, ``english``)."""
+    return clip.language is not None and re.match(r"(?i)en(g|$|[-_])", clip.language) is not None
+
+
+def score_clip(reference: torch.Tensor, reconstruction: torch.Tensor, domain: str,
+               names: Iterable[str]) -> tuple[dict[str, float | str], list[str]]:
+    """Signal metrics of one clip (both float32 [N] at 16 kHz): (scores by column name, notes on failures).
+
+    An undefined metric (e.g. PESQ without speech) is NaN with a note; WER is handled by the caller.
+    """
+    speech = domain == "speech"
+    jobs: dict[str, Callable[[], float]] = {
+        "mel": lambda: metrics.mel_distance(reference, reconstruction),
+        "stft": lambda: metrics.multi_resolution_stft_distance(reference, reconstruction),
+        "sisdr": lambda: metrics.si_sdr(reference, reconstruction),
+        "visqol": lambda: metrics.visqol(reference, reconstruction, "speech" if speech else "audio"),
+        "pesq": lambda: metrics.pesq_wb(reference, reconstruction),
+        "stoi": lambda: metrics.stoi(reference, reconstruction),
+    }
+    columns = {"mel": "mel_distance", "stft": "stft_distance", "sisdr": "si_sdr"}
+    scores: dict[str, float | str] = {}
+    notes = []
+    for name in names:
+        if name not in jobs or (name in SPEECH_ONLY and not speech):
+            continue
+        try:
+            scores[columns.get(name, name)] = jobs[name]()
+        except metrics.MetricError as error:
+            scores[columns.get(name, name)] = math.nan
+            notes.append(str(error))
+    if "visqol" in names:
+        scores["visqol_mode"] = "speech" if speech else "audio"
+    return scores, notes
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and domain, plus domain ``all``: metric means over finite values, corpus WER
+    (pooled word errors), bitrate and token rate (total bits or tokens / total seconds) and RTFs."""
+    out = []
+    for model in dict.fromkeys(row["model"] for row in rows):
+        mine = [row for row in rows if row["model"] == model]
+        for domain in ["all", *sorted({row["domain"] for row in mine})]:
+            group = mine if domain == "all" else [row for row in mine if row["domain"] == domain]
+            seconds = sum(row["seconds"] for row in group)
+            summary = {"model": model, "domain": domain, "clips": len(group), "seconds": seconds,
+                       "token_rate": group[0]["token_rate"], "nominal_bitrate": group[0]["nominal_bitrate"],
+                       "measured_token_rate": sum(row["frames"] for row in group) * 2 / seconds,
+                       "measured_bitrate": sum(row["measured_bitrate"] * row["seconds"] for row in group) / seconds,
+                       "encode_rtf": sum(row["encode_seconds"] for row in group) / seconds,
+                       "decode_rtf": sum(row["decode_seconds"] for row in group) / seconds}
+            for column in AVERAGED:
+                values = _finite(row.get(column) for row in group)
+                summary[column] = sum(values) / len(values) if values else math.nan
+                summary[f"{column}_count"] = len(values)
+                if column == "visqol":
+                    for mode in metrics.VISQOL_MODES:
+                        scored = _finite(row.get("visqol") for row in group if row.get("visqol_mode") == mode)
+                        summary[f"visqol_{mode}"] = sum(scored) / len(scored) if scored else math.nan
+            with_text = [row for row in group if row.get("transcript")]
+            for which in ("original", "reconstruction"):
+                summary[f"wer_{which}"] = (metrics.word_error_rate(
+                    [row["transcript"] for row in with_text], [row[f"hypothesis_{which}"] for row in with_text]
+                ) if with_text else math.nan)
+            summary["wer_clips"] = len(with_text)
+            out.append(summary)
+    return out
+
+
+def _cell(value: Any, digits: int = 2, scale: float = 1.0) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "—"
+    return f"{value * scale:.{digits}f}"
+
+
+def markdown_table(aggregates: list[dict[str, Any]]) -> str:
+    """The paper-shaped table: one row per model (kbps, tokens/s, WER, ViSQOL by domain, PESQ, STOI,
+    distances, RTFs), then a per-domain table of the signal metrics."""
+    by = {(a["model"], a["domain"]): a for a in aggregates}
+    models = list(dict.fromkeys(a["model"] for a in aggregates))
+    lines = [
+        "| Model | kbps | tokens/s | WER orig (%) | WER (%) ↓ | ViSQOL speech ↑ | ViSQOL music ↑ | ViSQOL sfx ↑ "
+        "| PESQ ↑ | STOI ↑ | Mel ↓ | MR-STFT ↓ | SI-SDR (dB) ↑ | enc RTF | dec RTF |",
+        "|" + "---|" * 15,
+    ]
+    for model in models:
+        total = by[(model, "all")]
+        visqol = [_cell(by.get((model, domain), {}).get("visqol")) for domain in ("speech", "music", "sfx")]
+        lines.append(
+            f"| {model} | {_cell(total['measured_bitrate'], 3, 1e-3)} | {_cell(total['measured_token_rate'], 1)} "
+            f"| {_cell(total['wer_original'], 1, 100)} | {_cell(total['wer_reconstruction'], 1, 100)} "
+            f"| {' | '.join(visqol)} | {_cell(total['pesq'])} | {_cell(total['stoi'], 3)} "
+            f"| {_cell(total['mel_distance'], 3)} | {_cell(total['stft_distance'], 3)} | {_cell(total['si_sdr'], 1)} "
+            f"| {_cell(total['encode_rtf'], 3)} | {_cell(total['decode_rtf'], 3)} |"
+        )
+    lines += ["", "| Model | Domain | Clips | ViSQOL ↑ | PESQ ↑ | STOI ↑ | Mel ↓ | MR-STFT ↓ | SI-SDR (dB) ↑ |",
+              "|" + "---|" * 9]
+    for summary in aggregates:
+        lines.append(
+            f"| {summary['model']} | {summary['domain']} | {summary['clips']} | {_cell(summary['visqol'])} "
+            f"| {_cell(summary['pesq'])} | {_cell(summary['stoi'], 3)} | {_cell(summary['mel_distance'], 3)} "
+            f"| {_cell(summary['stft_distance'], 3)} | {_cell(summary['si_sdr'], 1)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) so that readers see the old file or the whole new one."""
+    _write_atomic(path, lambda target: target.write_text(text, encoding="utf-8"))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a clip id or model label."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("._") or "clip"
+
+
+def plot_spectrograms(path: Path, reference: torch.Tensor, reconstruction: torch.Tensor, title: str) -> None:
+    """Save a PNG with the 64-bin log-mels of the original (top) and the reconstruction (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from codec.frontend import log_mel_64
+
+    mels = [log_mel_64(reference).numpy(), log_mel_64(reconstruction).numpy()]
+    low, high = min(m.min() for m in mels), max(m.max() for m in mels)
+    figure, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True, constrained_layout=True)
+    seconds = reference.numel() / SAMPLE_RATE
+    for axis, mel, name in zip(axes, mels, ("original", "reconstruction"), strict=True):
+        image = axis.imshow(mel, origin="lower", aspect="auto", vmin=low, vmax=high, cmap="magma",
+                            extent=(0, seconds, 0, mel.shape[0]))
+        axis.set_ylabel(f"{name}\nmel bin")
+    axes[1].set_xlabel("seconds")
+    axes[0].set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, label="log mel")
+    _write_atomic(path, lambda target: figure.savefig(target, format="png", dpi=100))
+    plt.close(figure)
+
+
+def pick_plot_clips(clips: list[ManifestClip], count: int) -> set[str]:
+    """Up to ``count`` clip ids, taken round-robin over domains so each domain gets a picture."""
+    queues = {domain: [c.id for c in clips if c.domain == domain] for domain in dict.fromkeys(c.domain for c in clips)}
+    chosen: list[str] = []
+    while len(chosen) < count and any(queues.values()):
+        for queue in queues.values():
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return set(chosen)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``semanticodec eval`` options to ``parser``."""
+    parser.add_argument("--manifest", required=True, help="JSON Lines manifest (paths relative to its folder)")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--model", action="append", default=None,
+                        help="[LABEL=]SOURCE, repeatable; SOURCE: shipped name, save_pretrained folder or "
+                             "official-<rate>-<vocab>; {rate} expands over --token-rates (default: default)")
+    parser.add_argument("--token-rates", default=None,
+                        help="comma-separated token rates, e.g. 100,50,25: expands {rate} and filters models")
+    parser.add_argument("--checkpoint-path", default=None,
+                        help="folder laid out like the official hub repository (official models; may hold {rate})")
+    parser.add_argument("--split", default="test", help="manifest split to evaluate, or 'all' (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips of the split")
+    parser.add_argument("--metrics", default=",".join(METRICS),
+                        help=f"comma-separated subset of {','.join(METRICS)} (default: all; "
+                             f"{','.join(CORE_METRICS)} need no extra packages)")
+    parser.add_argument("--spectrograms", type=int, default=3,
+                        help="comparison images per model (default: %(default)s)")
+    parser.add_argument("--save-audio", action="store_true", help="also write the reconstructions as wav files")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=50, help="diffusion steps (default: %(default)s)")
+    parser.add_argument("--cfg-scale", type=float, default=2.0, help="classifier-free guidance (default: %(default)s)")
+    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="ddim", help="(default: %(default)s)")
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise; 0 is deterministic (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=4, help="decoder windows per batch (default: %(default)s)")
+
+
+def _metric_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(METRICS))
+    if unknown or not names:
+        raise ValueError(f"--metrics: unknown metric(s) {unknown or text!r}; choose from {','.join(METRICS)}")
+    return names
+
+
+def load_codec(spec: ModelSpec, device: str):
+    """Load the codec a ModelSpec names (eval mode, on ``device``); raises ValueError if it cannot."""
+    from codec.model import SemantiCodec
+
+    return SemantiCodec.from_pretrained(spec.source, checkpoint_path=spec.checkpoint_path, device=device)
+
+
+class _Evaluator:
+    """Reconstructs and scores clips for one run; caches decoded originals and recogniser output."""
+
+    def __init__(self, args: argparse.Namespace, names: list[str], out_dir: Path) -> None:
+        from codec.audio import load_audio
+
+        self.args, self.names, self.out_dir = args, names, out_dir
+        self.load_audio = load_audio
+        self.recognizer = metrics.SpeechRecognizer() if "wer" in names else None
+        self.original_hypotheses: dict[str, str] = {}
+        self.bad: dict[str, str] = {}
+
+    def audio(self, clip: ManifestClip) -> torch.Tensor | None:
+        if clip.id in self.bad:
+            return None
+        try:
+            wave = self.load_audio(clip.path)
+        except ValueError as error:  # AudioError is a ValueError
+            self.bad[clip.id] = str(error)
+            return None
+        if wave.numel() < MIN_SECONDS * SAMPLE_RATE:
+            seconds = wave.numel() / SAMPLE_RATE
+            self.bad[clip.id] = f"{clip.path}: clip of {seconds:.3f} s is shorter than {MIN_SECONDS} s"
+            return None
+        return wave
+
+    def run_clip(self, codec, spec: ModelSpec, clip: ManifestClip, wave: torch.Tensor, plot: bool) -> dict[str, Any]:
+        args, config = self.args, codec.config
+        started = time.perf_counter()
+        tokens, lengths = codec.encode_waveforms([wave.to(codec.device)])
+        encoded = time.perf_counter()
+        decoded = codec.decode(tokens, lengths, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
+                               eta=args.eta, seed=args.seed, batch_size=args.batch_size)
+        finished = time.perf_counter()
+        reconstruction = metrics.match_length(decoded[0, 0], wave.numel())
+        seconds, frames = wave.numel() / SAMPLE_RATE, int(lengths[0])
+        bits_per_frame = math.log2(config.semantic_vocab_size) + math.log2(config.acoustic_vocab_size)
+        row: dict[str, Any] = {
+            "model": spec.label, "source": spec.source, "token_rate": config.token_rate,
+            "nominal_bitrate": config.bitrate, "clip": clip.id, "domain": clip.domain, "language": clip.language,
+            "seconds": seconds, "frames": frames, "measured_token_rate": 2 * frames / seconds,
+            "measured_bitrate": frames * bits_per_frame / seconds,
+            "encode_seconds": encoded - started, "decode_seconds": finished - encoded,
+        }
+        scores, notes = score_clip(wave, reconstruction, clip.domain, self.names)
+        row.update(scores)
+        if self.recognizer is not None and clip.transcript and clip.domain == "speech" and is_english(clip):
+            if clip.id not in self.original_hypotheses:
+                self.original_hypotheses[clip.id] = self.recognizer.transcribe(wave)
+            row.update(transcript=clip.transcript, hypothesis_original=self.original_hypotheses[clip.id],
+                       hypothesis_reconstruction=self.recognizer.transcribe(reconstruction))
+            for which in ("original", "reconstruction"):
+                row[f"wer_{which}"] = metrics.word_error_rate(clip.transcript, row[f"hypothesis_{which}"])
+        row["notes"] = "; ".join(notes)
+        if plot:
+            title = f"{spec.label} | {clip.id} | mel {row.get('mel_distance', math.nan):.3f}"
+            plot_spectrograms(self.out_dir / "spectrograms" / safe_name(spec.label) / f"{safe_name(clip.id)}.png",
+                              wave, reconstruction, title)
+        if args.save_audio:
+            from codec.audio import write_audio
+
+            target = self.out_dir / "audio" / safe_name(spec.label) / f"{safe_name(clip.id)}.wav"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_audio(target, reconstruction)
+        return row
+
+
+def _clips_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CLIP_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if isinstance(value, float) and not math.isfinite(value) else value
+                         for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``semanticodec eval`` (options from :func:`add_eval_arguments`); returns 0, or 1 if clips were skipped.
+
+    Raises ValueError (or MissingEvalDependency) for a configuration problem before any decoding.
+    """
+    names = _metric_names(args.metrics)
+    token_rates = parse_token_rates(args.token_rates) if args.token_rates else None
+    specs = parse_model_specs(args.model or ["default"], token_rates, args.checkpoint_path)
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be a positive number of clips, got {args.limit}")
+    metrics.check_dependencies(names)
+    clips, problems = read_manifest_clips(args.manifest, args.split, args.limit)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not clips:
+        raise ValueError(f"manifest {args.manifest} has no usable clips in split {args.split!r}")
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evaluator = _Evaluator(args, names, out_dir)
+    plotted = pick_plot_clips(clips, args.spectrograms)
+    rows: list[dict[str, Any]] = []
+    models: list[dict[str, Any]] = []
+    for spec in specs:
+        codec = load_codec(spec, args.device)
+        if token_rates and codec.config.token_rate not in token_rates:
+            print(f"note: {spec.label} runs at {codec.config.token_rate} tokens/s, not in --token-rates; skipped")
+            continue
+        models.append({"label": spec.label, "source": spec.source, "config": codec.config.name,
+                       "token_rate": codec.config.token_rate, "bitrate": codec.config.bitrate})
+        for clip in tqdm(clips, desc=f"eval {spec.label}", unit="clip"):
+            wave = evaluator.audio(clip)
+            if wave is None:
+                continue
+            try:
+                rows.append(evaluator.run_clip(codec, spec, clip, wave, clip.id in plotted))
+            except (ValueError, RuntimeError) as error:  # one clip the codec cannot handle: report, go on
+                evaluator.bad[clip.id] = f"{clip.path}: {spec.label}: {error}"
+        del codec
+    if not models:
+        raise ValueError(f"no model runs at the requested token rates {token_rates}")
+    for clip_id, reason in evaluator.bad.items():
+        tqdm.write(f"error: skipped {clip_id}: {reason}", file=sys.stderr)
+    aggregates = aggregate(rows) if rows else []
+    settings = {key: value for key, value in vars(args).items()
+                if isinstance(value, (str, int, float, list, type(None)))}
+    report = {"settings": settings, "models": models, "clips": rows, "aggregates": aggregates,
+              "skipped": [{"clip": clip_id, "reason": reason} for clip_id, reason in evaluator.bad.items()],
+              "manifest_problems": problems}
+    write_text_atomic(out_dir / "clips.csv", _clips_csv(rows))
+    write_text_atomic(out_dir / "results.json", json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out_dir / "results.md", markdown_table(aggregates) if aggregates else "No clip was evaluated.\n")
+    print(f"evaluated {len({row['clip'] for row in rows})} clip(s) with {len(models)} model(s), "
+          f"skipped {len(evaluator.bad)} -> {out_dir}")
+    return 1 if evaluator.bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m codec.evaluate ...``: the same as ``semanticodec eval``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="semanticodec eval", description=__doc__.split("\n\n")[0])
+    add_eval_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_eval(args)
+    except (ValueError, OSError, KeyError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

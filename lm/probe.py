@@ -1,0 +1,336 @@
+"""Semantic probing: how much do a codec's tokens say about a clip's domain, class, instrument, language?
+
+    semanticodec probe --manifest data/corpus/manifest.jsonl --model runs/small-50 -o probe/ --seed 0
+
+Each clip becomes four clip-level vectors, each the mean and standard deviation over time of a
+frame embedding:
+
+- ``semantic``: the k-means centroids of the semantic tokens (float32 [T, F] -> [2F]);
+- ``acoustic``: the VQ code vectors of the acoustic tokens ([T, F] -> [2F]);
+- ``both``: the two concatenated ([4F]);
+- ``mel-kmeans`` (baseline): 64-bin log-mel frames quantised by a seeded k-means with as many
+  centroids as the semantic vocabulary (fitted on frames of the training split), pooled the same
+  way ([128]).
+
+For every task whose labels the manifest provides (see :func:`task_label`), a linear probe
+(logistic regression, full-batch L-BFGS) and a small MLP (one hidden layer, full-batch Adam) are
+fitted on the ``train`` split, with standardised features and fixed seeds, and scored on ``valid``
+and ``test``: accuracy and macro-F1, next to the majority-class accuracy. Outputs in ``-o``:
+``probe.json`` and ``probe.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+TASKS = ("domain", "class", "instrument", "language")
+FEATURE_SETS = ("semantic", "acoustic", "both", "mel-kmeans")
+PROBES = ("linear", "mlp")
+
+
+def task_label(row: dict[str, Any], task: str) -> str | None:
+    """The label of one manifest row for ``task``, or None when the row has none.
+
+    ``domain``: the row's domain. ``class``: a ``class`` field, else the first entry of ``labels``.
+    ``instrument``: an ``instrument`` field, else ``params.instrument``, else the second label of
+    rows labelled ``["instrument", <name>, ...]``. ``language``: the row's language.
+    """
+    labels = row.get("labels") if isinstance(row.get("labels"), list) else []
+    params = row.get("params") if isinstance(row.get("params"), dict) else {}
+    if task == "domain":
+        value = row.get("domain")
+    elif task == "class":
+        value = row.get("class") or (labels[0] if labels else None)
+    elif task == "instrument":
+        value = row.get("instrument") or params.get("instrument")
+        if not value and len(labels) >= 2 and labels[0] == "instrument":
+            value = labels[1]
+    elif task == "language":
+        value = row.get("language")
+    else:
+        raise ValueError(f"unknown probe task {task!r}; known: {TASKS}")
+    return value if isinstance(value, str) and value else None
+
+
+def pool(frames: torch.Tensor) -> torch.Tensor:
+    """Frame embeddings float [T, D] (T >= 1) -> float32 [2D]: mean then (population) std over time."""
+    if frames.dim() != 2 or frames.shape[0] == 0:
+        raise ValueError(f"expected frame embeddings [T, D] with T >= 1, got {list(frames.shape)}")
+    frames = frames.float()
+    return torch.cat([frames.mean(0), frames.std(0, correction=0)])
+
+
+def assign(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Nearest centroid (squared Euclidean) of each point: [N, D], [K, D] -> int64 [N]."""
+    squared = (centroids * centroids).sum(1)
+    ids = [((squared - 2 * part @ centroids.T).argmin(1)) for part in points.split(chunk)]
+    return torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+
+
+def kmeans(points: torch.Tensor, k: int, *, seed: int, iterations: int = 20) -> torch.Tensor:
+    """Lloyd's k-means: float [N, D] -> centroids float32 [min(k, N), D]; seeded, so repeatable.
+
+    Starts from ``k`` distinct random points; an emptied cluster restarts at a random point.
+    """
+    if points.dim() != 2 or points.shape[0] == 0:
+        raise ValueError(f"k-means needs points [N, D] with N >= 1, got {list(points.shape)}")
+    if k < 1:
+        raise ValueError(f"k-means needs k >= 1, got {k}")
+    points = points.float()
+    generator = torch.Generator().manual_seed(seed)
+    k = min(k, points.shape[0])
+    centroids = points[torch.randperm(points.shape[0], generator=generator)[:k]].clone()
+    for _ in range(iterations):
+        ids = assign(points, centroids)
+        counts = torch.bincount(ids, minlength=k)
+        sums = torch.zeros_like(centroids).index_add_(0, ids, points)
+        empty = counts == 0
+        centroids = sums / counts.clamp(min=1)[:, None]
+        if bool(empty.any()):
+            centroids[empty] = points[torch.randint(points.shape[0], (int(empty.sum()),), generator=generator)]
+    return centroids
+
+
+def _standardiser(train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    mean, std = train.mean(0), train.std(0, correction=0).clamp(min=1e-6)
+    return lambda x: (x - mean) / std
+
+
+def train_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int = 0,
+                       weight_decay: float = 1e-3, iterations: int = 200) -> nn.Module:
+    """Multinomial logistic regression on standardised features x float [N, D], labels y int64 [N].
+
+    Full-batch L-BFGS on cross-entropy + ``weight_decay`` * ||W||^2; returns a module mapping
+    [M, D] (raw features) to logits [M, num_classes].
+    """
+    _check_training_data(x, y, num_classes)
+    standardise = _standardiser(x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        linear = nn.Linear(x.shape[1], num_classes)
+    inputs = standardise(x.float())
+    optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = nn.functional.cross_entropy(linear(inputs), y) + weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return _Probe(linear, standardise)
+
+
+def train_mlp_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int = 0, hidden: int = 256,
+                    steps: int = 300, learning_rate: float = 1e-3, weight_decay: float = 1e-4) -> nn.Module:
+    """A one-hidden-layer ReLU MLP on standardised features (full-batch Adam, ``steps`` updates, seeded init).
+
+    x float [N, D], y int64 [N]; returns a module mapping [M, D] to logits [M, num_classes].
+    """
+    _check_training_data(x, y, num_classes)
+    standardise = _standardiser(x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+    inputs = standardise(x.float())
+    optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(network(inputs), y).backward()
+        optimiser.step()
+    return _Probe(network, standardise)
+
+
+class _Probe(nn.Module):
+    def __init__(self, head: nn.Module, standardise: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.head, self.standardise = head, standardise
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.standardise(x.float()))
+
+
+def _check_training_data(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"expected features [N, D] and labels [N], got {list(x.shape)} and {list(y.shape)}")
+    if y.dtype != torch.long or int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(f"labels must be int64 in [0, {num_classes}), "
+                         f"got {y.dtype} in [{int(y.min())}, {int(y.max())}]")
+
+
+def accuracy_and_macro_f1(predicted: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """Accuracy and macro-F1 of int64 [N] predictions; F1 is averaged over classes seen in either tensor."""
+    if predicted.shape != target.shape or target.numel() == 0:
+        raise ValueError(f"need equal, non-empty prediction and target shapes, got {list(predicted.shape)} "
+                         f"and {list(target.shape)}")
+    scores = []
+    for label in torch.unique(torch.cat([predicted, target])):
+        hit = int(((predicted == label) & (target == label)).sum())
+        scores.append(2 * hit / (int((predicted == label).sum()) + int((target == label).sum())))
+    return float((predicted == target).float().mean()), sum(scores) / len(scores)
+
+
+@dataclass
+class ProbeClip:
+    """One clip's features (name -> float32 vector) and mel frames [frames, 64], with its split and row."""
+
+    id: str
+    split: str
+    row: dict[str, Any]
+    features: dict[str, torch.Tensor]
+    mel_frames: torch.Tensor
+
+
+@torch.inference_mode()
+def codec_features(codec, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Pooled token embeddings of one 16-kHz waveform [N]: ``semantic`` [2F], ``acoustic`` [2F], ``both`` [4F]."""
+    tokens, lengths = codec.encode_waveforms([wave.to(codec.device)])
+    ids = tokens[0, : int(lengths[0])]
+    semantic = pool(codec.encoder.semantic_codebook.lookup(ids[:, 0]).cpu())
+    acoustic = pool(codec.encoder.quantizer.lookup(ids[:, 1]).cpu())
+    return {"semantic": semantic, "acoustic": acoustic, "both": torch.cat([semantic, acoustic])}
+
+
+def add_mel_kmeans_features(clips: list[ProbeClip], vocab_size: int, train_split: str, *, seed: int,
+                            max_frames: int) -> int:
+    """Fit the baseline k-means on (at most ``max_frames``, seeded sample of) training mel frames and add
+    ``mel-kmeans`` features to every clip; returns the number of centroids used."""
+    frames = torch.cat([clip.mel_frames for clip in clips if clip.split == train_split])
+    if frames.shape[0] > max_frames:
+        frames = frames[torch.randperm(frames.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
+    centroids = kmeans(frames, vocab_size, seed=seed)
+    for clip in clips:
+        clip.features["mel-kmeans"] = pool(centroids[assign(clip.mel_frames, centroids)])
+    return centroids.shape[0]
+
+
+def probe_task(clips: list[ProbeClip], task: str, train_split: str, eval_splits: list[str], *,
+               seed: int) -> list[dict[str, Any]]:
+    """Fit both probes on every feature set for one task; one result dict per (features, split)."""
+    labelled = [(clip, task_label(clip.row, task)) for clip in clips]
+    labelled = [(clip, label) for clip, label in labelled if label is not None]
+    train = [(clip, label) for clip, label in labelled if clip.split == train_split]
+    classes = sorted({label for _, label in labelled})
+    if len({label for _, label in train}) < 2:
+        return []
+    index = {label: i for i, label in enumerate(classes)}
+    majority = index[Counter(label for _, label in train).most_common(1)[0][0]]
+    y_train = torch.tensor([index[label] for _, label in train])
+    results = []
+    for name in FEATURE_SETS:
+        x_train = torch.stack([clip.features[name] for clip, _ in train])
+        probes = {"linear": train_linear_probe(x_train, y_train, len(classes), seed=seed),
+                  "mlp": train_mlp_probe(x_train, y_train, len(classes), seed=seed)}
+        for split in eval_splits:
+            chosen = [(clip, label) for clip, label in labelled if clip.split == split]
+            if not chosen:
+                continue
+            x = torch.stack([clip.features[name] for clip, _ in chosen])
+            y = torch.tensor([index[label] for _, label in chosen])
+            result = {"task": task, "features": name, "split": split, "clips": len(chosen), "train_clips": len(train),
+                      "classes": len(classes), "majority_accuracy": float((y == majority).float().mean())}
+            for kind, probe in probes.items():
+                result[f"{kind}_accuracy"], result[f"{kind}_macro_f1"] = accuracy_and_macro_f1(probe(x).argmax(1), y)
+            results.append(result)
+    return results
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """One row per (task, features, split): clips, classes, linear and MLP accuracy / macro-F1, majority."""
+    lines = ["| Task | Features | Split | Clips | Classes | Linear acc | Linear F1 | MLP acc | MLP F1 | Majority acc |",
+             "|" + "---|" * 10]
+    for r in results:
+        lines.append(f"| {r['task']} | {r['features']} | {r['split']} | {r['clips']} | {r['classes']} "
+                     f"| {r['linear_accuracy']:.3f} | {r['linear_macro_f1']:.3f} | {r['mlp_accuracy']:.3f} "
+                     f"| {r['mlp_macro_f1']:.3f} | {r['majority_accuracy']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``semanticodec probe`` options to ``parser``."""
+    parser.add_argument("--manifest", required=True, help="JSON Lines manifest with split and label fields")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--model", default="default",
+                        help="shipped name, save_pretrained folder or official-<rate>-<vocab> (default: %(default)s)")
+    parser.add_argument("--checkpoint-path", default=None, help="official checkpoint folder (official models only)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: %(default)s)")
+    parser.add_argument("--train-split", default="train", help="split the probes are fitted on (default: %(default)s)")
+    parser.add_argument("--eval-splits", default="valid,test", help="splits scored (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N clips of each split")
+    parser.add_argument("--kmeans-frames", type=int, default=100_000,
+                        help="training mel frames sampled for the baseline k-means (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of k-means and probes (default: %(default)s)")
+
+
+def _load_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[list[ProbeClip], list[str]]:
+    from codec.audio import load_audio
+    from codec.evaluate import read_manifest_clips
+    from codec.frontend import MEL_N_FFT, log_mel_64
+
+    clips, problems = [], []
+    for split in splits:
+        rows, bad_rows = read_manifest_clips(args.manifest, split, args.limit)
+        problems += bad_rows if split == splits[0] else []
+        for clip in tqdm(rows, desc=f"features {split}", unit="clip"):
+            try:
+                wave = load_audio(clip.path)
+                if wave.numel() <= MEL_N_FFT // 2:
+                    raise ValueError(f"{clip.path}: clip of {wave.numel()} samples is too short")
+                features = codec_features(codec, wave)
+            except (ValueError, RuntimeError) as error:  # AudioError is a ValueError: report, go on
+                problems.append(str(error))
+                continue
+            clips.append(ProbeClip(clip.id, split, clip.row, features, log_mel_64(wave).T.contiguous()))
+    return clips, problems
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    """Run ``semanticodec probe`` (options from :func:`add_probe_arguments`); 0, or 1 if clips were skipped.
+
+    Raises ValueError for a configuration problem (unknown task, no training clips, ...).
+    """
+    from codec.evaluate import ModelSpec, load_codec, write_text_atomic
+
+    tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise ValueError(f"--tasks: unknown task(s) {unknown or args.tasks!r}; choose from {','.join(TASKS)}")
+    eval_splits = [split.strip() for split in args.eval_splits.split(",") if split.strip()]
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be a positive number of clips, got {args.limit}")
+    codec = load_codec(ModelSpec(args.model, args.model, args.checkpoint_path), args.device)
+    clips, problems = _load_clips(args, codec, [args.train_split, *eval_splits])
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not any(clip.split == args.train_split for clip in clips):
+        raise ValueError(f"manifest {args.manifest} has no usable clips in the training split {args.train_split!r}")
+    centroids = add_mel_kmeans_features(clips, codec.config.semantic_vocab_size, args.train_split,
+                                        seed=args.seed, max_frames=args.kmeans_frames)
+    results = [result for task in tasks
+               for result in probe_task(clips, task, args.train_split, eval_splits, seed=args.seed)]
+    out_dir = Path(args.output)
+    settings = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, type(None)))}
+    report = {"settings": settings, "codec": codec.config.name, "mel_kmeans_centroids": centroids,
+              "results": results, "problems": problems}
+    write_text_atomic(out_dir / "probe.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out_dir / "probe.md", markdown_table(results) if results else
+                      "No task had two or more classes in the training split.\n")
+    print(f"probed {len(tasks)} task(s) on {len(clips)} clip(s), {len(results)} result row(s) -> {out_dir}")
+    return 1 if problems else 0
+
+
+__all__ = ["FEATURE_SETS", "TASKS", "accuracy_and_macro_f1", "add_probe_arguments", "kmeans", "pool", "run_probe",
+           "task_label", "train_linear_probe", "train_mlp_probe"]

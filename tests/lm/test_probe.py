@@ -1,0 +1,145 @@
+"""Semantic probing: separable data is learnt, shuffled labels stay at chance, features are deterministic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lm import probe
+
+CLASSES = 4
+
+
+def gaussian_clusters(per_class: int, dim: int = 16, spread: float = 0.5, seed: int = 0):
+    """Four well-separated Gaussian clusters: features float32 [4 * per_class, dim], labels int64."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = 3.0 * torch.randn(CLASSES, dim, generator=torch.Generator().manual_seed(123))
+    labels = torch.arange(CLASSES).repeat_interleave(per_class)
+    return centres[labels] + spread * torch.randn(len(labels), dim, generator=generator), labels
+
+
+@pytest.mark.parametrize("train", [probe.train_linear_probe, probe.train_mlp_probe])
+def test_probe_learns_separable_clusters(train):
+    x_train, y_train = gaussian_clusters(40, seed=0)
+    x_test, y_test = gaussian_clusters(40, seed=1)
+    model = train(x_train, y_train, CLASSES, seed=0)
+    accuracy, macro_f1 = probe.accuracy_and_macro_f1(model(x_test).argmax(1), y_test)
+    assert accuracy >= 0.95 and macro_f1 >= 0.95
+
+
+@pytest.mark.parametrize("train", [probe.train_linear_probe, probe.train_mlp_probe])
+def test_probe_stays_at_chance_on_shuffled_labels(train):
+    x_train, y_train = gaussian_clusters(75, seed=0)
+    x_test, y_test = gaussian_clusters(150, seed=1)
+    shuffle = torch.Generator().manual_seed(7)
+    y_train = y_train[torch.randperm(len(y_train), generator=shuffle)]
+    y_test = y_test[torch.randperm(len(y_test), generator=shuffle)]
+    accuracy, _ = probe.accuracy_and_macro_f1(train(x_train, y_train, CLASSES, seed=0)(x_test).argmax(1), y_test)
+    assert abs(accuracy - 1 / CLASSES) < 0.1, accuracy
+
+
+def test_probes_are_reproducible_with_a_seed():
+    x, y = gaussian_clusters(20)
+    first = probe.train_mlp_probe(x, y, CLASSES, seed=3, steps=20)(x)
+    second = probe.train_mlp_probe(x, y, CLASSES, seed=3, steps=20)(x)
+    assert torch.equal(first, second)
+
+
+def test_probe_rejects_bad_labels():
+    x, y = gaussian_clusters(5)
+    with pytest.raises(ValueError, match="labels must be int64"):
+        probe.train_linear_probe(x, y, num_classes=2)
+    with pytest.raises(ValueError, match="features"):
+        probe.train_mlp_probe(x[:3], y, CLASSES)
+
+
+def test_accuracy_and_macro_f1_hand_computed():
+    predicted, target = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 0])
+    accuracy, macro_f1 = probe.accuracy_and_macro_f1(predicted, target)
+    # F1 per class: 0 -> 2*1/(2+2) = 0.5, 1 -> 2*2/(2+3) = 0.8, 2 -> 0 (predicted once, never true)
+    assert accuracy == pytest.approx(3 / 5)
+    assert macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_kmeans_finds_clusters_and_is_seeded():
+    points, labels = gaussian_clusters(30, dim=4, spread=0.1)
+    centroids = probe.kmeans(points, CLASSES, seed=0)
+    assert torch.equal(centroids, probe.kmeans(points, CLASSES, seed=0))
+    ids = probe.assign(points, centroids)
+    for cluster in range(CLASSES):  # every cluster maps to exactly one true class
+        assert len(set(labels[ids == cluster].tolist())) == 1
+    assert probe.kmeans(points[:3], 10, seed=0).shape == (3, 4)
+
+
+def test_pool_is_mean_and_std():
+    frames = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    assert probe.pool(frames).tolist() == [2.0, 2.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="frame embeddings"):
+        probe.pool(torch.zeros(0, 3))
+
+
+def test_task_labels_from_manifest_rows():
+    row = {"domain": "music", "labels": ["instrument", "flute"], "language": None, "params": {}}
+    assert [probe.task_label(row, task) for task in probe.TASKS] == ["music", "instrument", "flute", None]
+    midi = {"domain": "music", "labels": ["melody", "cello"], "params": {"instrument": "cello"}}
+    assert probe.task_label(midi, "instrument") == "cello"
+    speech = {"domain": "speech", "labels": ["speech"], "language": "en"}
+    assert probe.task_label(speech, "language") == "en" and probe.task_label(speech, "instrument") is None
+    with pytest.raises(ValueError, match="unknown probe task"):
+        probe.task_label(row, "mood")
+
+
+def _write_manifest(folder, rng):
+    """Tones (music, 'tone') and noise (sfx, 'noise'): 4 train, 1 valid, 1 test of each."""
+    rows = []
+    for index in range(12):
+        kind = "tone" if index % 2 == 0 else "noise"
+        split = "train" if index < 8 else ("valid" if index < 10 else "test")
+        time = np.arange(8000) / 16000
+        if kind == "tone":
+            wave = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 800) * time)
+        else:
+            wave = 0.1 * rng.standard_normal(len(time))
+        name = f"clip{index:02d}.flac"
+        sf.write(folder / name, wave.astype(np.float32), 16000)
+        rows.append({"id": f"c{index}", "path": name, "domain": "music" if kind == "tone" else "sfx",
+                     "labels": [kind], "split": split, "language": None})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows) + "not json\n")
+
+
+def test_run_probe_end_to_end_with_a_tiny_codec(tmp_path):
+    pytest.importorskip("codec.decoder", reason="the codec's decoder module is not in this tree yet")
+    from codec.config import get_config
+    from codec.model import SemantiCodec
+
+    torch.manual_seed(0)
+    SemantiCodec(get_config("tiny-50")).save_pretrained(tmp_path / "codec")
+    _write_manifest(tmp_path, np.random.default_rng(0))
+    parser = argparse.ArgumentParser()
+    probe.add_probe_arguments(parser)
+    args = parser.parse_args(["--manifest", str(tmp_path / "manifest.jsonl"), "-o", str(tmp_path / "out"),
+                              "--model", str(tmp_path / "codec"), "--tasks", "domain,class,language"])
+    assert probe.run_probe(args) == 1  # the malformed manifest line is reported
+    report = json.loads((tmp_path / "out" / "probe.json").read_text())
+    results = report["results"]
+    assert {(r["task"], r["features"], r["split"]) for r in results} == {
+        (task, features, split) for task in ("domain", "class") for features in probe.FEATURE_SETS
+        for split in ("valid", "test")
+    }
+    baseline = [r for r in results if r["features"] == "mel-kmeans"]
+    assert all(r["linear_accuracy"] == 1.0 for r in baseline)  # tones and noise differ plainly in mel
+    assert all(0.0 <= r["mlp_macro_f1"] <= 1.0 for r in results)
+    assert "| domain | semantic | test |" in (tmp_path / "out" / "probe.md").read_text()
+
+
+def test_run_probe_rejects_unknown_task(tmp_path):
+    parser = argparse.ArgumentParser()
+    probe.add_probe_arguments(parser)
+    args = parser.parse_args(["--manifest", "m.jsonl", "-o", str(tmp_path), "--tasks", "domain,mood"])
+    with pytest.raises(ValueError, match="mood"):
+        probe.run_probe(args)
