@@ -1,0 +1,212 @@
+"""Train an audio language model on codec token files.
+
+    python recipes/lm/train.py --config recipes/lm/configs/tiny.yaml \
+        data.manifest=data/tokens/manifest.jsonl run_dir=runs/lm-tiny
+
+Any config entry can be overridden as ``section.key=value`` (the value is read as YAML), e.g.
+``trainer.devices=8 trainer.strategy=ddp trainer.precision=bf16-mixed trainer.max_steps=100000``.
+Everything under ``trainer:`` goes to ``lightning.Trainer`` as is. A run restarted with the same
+``run_dir`` resumes from ``<run_dir>/checkpoints/last.ckpt``. Logs go to wandb (offline unless
+WANDB_API_KEY is set; ``logger=csv`` or ``logger=none`` to skip wandb).
+
+Each rank prints one line ``LM_TRAIN_SUMMARY {json}`` at the end (steps, batches, where it started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import os
+import uuid
+from pathlib import Path
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from codec.tokenfile import load_tokens
+from lm.config import lm_config
+from lm.data import read_manifest
+from lm.module import AudioLMModule, TokenDataModule
+from lm.text import TextTokenizer
+
+SECTIONS = {"seed", "run_dir", "logger", "model", "data", "optim", "trainer", "checkpoint", "wandb"}
+
+
+def load_config(path: str | Path, overrides: list[str]) -> dict:
+    """The YAML file at ``path`` with ``a.b=value`` overrides applied (values parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such config file")
+    config = yaml.safe_load(path.read_text()) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"override {item!r} is not of the form section.key=value")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SystemExit(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    unknown = set(config) - SECTIONS
+    if unknown:
+        raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; known: {sorted(SECTIONS)}")
+    return config
+
+
+def section(config: dict, name: str, target) -> dict:
+    """``config[name]``, checked to hold only keyword arguments that ``target`` accepts."""
+    values = dict(config.get(name) or {})
+    accepted = set(inspect.signature(target).parameters)
+    unknown = sorted(set(values) - accepted)
+    if unknown:
+        raise SystemExit(f"unknown key(s) {unknown} in section {name!r}; known: {sorted(accepted)}")
+    return values
+
+
+def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
+    """The model section, with vocabulary sizes the config leaves out taken from the data."""
+    fields = dict(config.get("model") or {})
+    if "semantic_vocab_size" not in fields or "acoustic_vocab_size" not in fields:
+        rows = read_manifest(config["data"]["manifest"], "train")
+        if not rows:
+            raise SystemExit(f"{config['data']['manifest']}: no training rows")
+        codec = load_tokens(rows[0].tokens).codec
+        fields.setdefault("semantic_vocab_size", int(codec["semantic_vocab_size"]))
+        fields.setdefault("acoustic_vocab_size", int(codec["acoustic_vocab_size"]))
+    if tokenizer is not None:
+        fields.setdefault("text_vocab_size", tokenizer.vocab_size)
+    return fields
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file first, so a kill never leaves a broken last.ckpt."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+class RunSummary(L.Callback):
+    """Records where training started (step, optimizer step) and what this rank trained on."""
+
+    def __init__(self) -> None:
+        self.start_step = self.start_optimizer_step = 0
+        self.batches = 0
+        self.first_batch = ""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_step = trainer.global_step
+        self.start_optimizer_step = optimizer_step(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self.batches:
+            self.first_batch = hashlib.sha256(batch["inputs"].cpu().numpy().tobytes()).hexdigest()[:16]
+        self.batches += 1
+
+    def report(self, trainer) -> dict:
+        return {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "start_step": self.start_step,
+            "start_optimizer_step": self.start_optimizer_step,
+            "global_step": trainer.global_step,
+            "optimizer_step": optimizer_step(trainer),
+            "batches": self.batches,
+            "first_batch": self.first_batch,
+            "parameters": parameter_digest(trainer.lightning_module),
+        }
+
+
+def parameter_digest(module: L.LightningModule) -> str:
+    """A short hash of all weights: equal on every DDP rank when gradients were synchronised."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def optimizer_step(trainer) -> int:
+    """AdamW's own step counter (0 before the first update)."""
+    states = trainer.optimizers[0].state.values() if trainer.optimizers else []
+    return max((int(s["step"]) for s in states if "step" in s), default=0)
+
+
+def make_logger(config: dict, run_dir: Path):
+    kind = config.get("logger", "wandb")
+    if kind in (None, "none", False):
+        return False
+    if kind == "csv":
+        return L.pytorch.loggers.CSVLogger(run_dir, name="logs")
+    if kind != "wandb":
+        raise SystemExit(f"logger must be wandb, csv or none, got {kind!r}")
+    from lightning.pytorch.loggers import WandbLogger
+
+    # The run id lives in the run folder so that a resumed run logs into the same wandb run.
+    id_file = run_dir / "wandb_id.txt"
+    if not id_file.exists():
+        id_file.write_text(uuid.uuid4().hex[:12])
+    options = dict(config.get("wandb") or {})
+    return WandbLogger(
+        save_dir=str(run_dir), id=id_file.read_text().strip(), resume="allow",
+        offline=not os.environ.get("WANDB_API_KEY"), **options,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train as configured; returns this rank's summary (also printed as LM_TRAIN_SUMMARY)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="YAML file (recipes/lm/configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
+
+    run_dir = Path(config.get("run_dir", "runs/lm"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = section(config, "data", TokenDataModule)
+    if "manifest" not in data:
+        raise SystemExit("data.manifest is required (a token manifest, JSON Lines)")
+    tokenizer = TextTokenizer(data["text_tokenizer"]) if data.get("text_tokenizer") else None
+    fields = model_fields(config, tokenizer)
+    model_config = lm_config(fields.pop("size", "small"), **fields)
+    datamodule = TokenDataModule(layout=model_config.layout, seed=int(config.get("seed", 0)), **data)
+    if datamodule.max_sequence_length() > model_config.max_seq_len:
+        raise SystemExit(
+            f"data.max_frames={datamodule.max_frames} makes sequences of up to {datamodule.max_sequence_length()} "
+            f"ids, more than model.max_seq_len={model_config.max_seq_len}"
+        )
+    module = AudioLMModule(model_config.to_dict(), **section(config, "optim", AudioLMModule))
+
+    checkpoint_dir = run_dir / "checkpoints"
+    checkpoints = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="step{step}", auto_insert_metric_name=False,
+        save_last=True, enable_version_counter=False, **section(config, "checkpoint", ModelCheckpoint),
+    )
+    summary = RunSummary()
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        logger=make_logger(config, run_dir),
+        callbacks=[checkpoints, summary],
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # TokenDataModule splits batches across ranks itself
+        enable_model_summary=False,
+        **(config.get("trainer") or {}),
+    )
+    last = checkpoint_dir / "last.ckpt"
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None, weights_only=True)
+    report = summary.report(trainer)
+    print("LM_TRAIN_SUMMARY " + json.dumps(report), flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()
