@@ -1,0 +1,131 @@
+"""Decoding speed: the official procedure versus ours, per 10.24-s window, with peak memory.
+
+Official-size decoder (100 tokens/s) with random weights, token sequences of 10.24 s and 60 s.
+Variants, each in a fresh subprocess so its peak RSS is its own:
+
+- ``official``: two batch-1 UNet calls per step (uncond, then cond), context re-projected every
+  call, one window at a time (the official generate_sample loop), DDIM 50 steps, eta 1, CFG 2;
+- ``ours``: the same DDIM with the same per-window noise, guidance pairs and windows batched,
+  cross-attention keys/values computed once per window; output compared with ``official``;
+- ``dpmpp-10`` / ``dpmpp-25``: DPM-Solver++(2M) at 10 and 25 steps (batched as ``ours``).
+
+    .venv/bin/python benchmarks/codec_decode.py                      # CPU, about 40 min
+    .venv/bin/python benchmarks/codec_decode.py --seconds 10.24 --variants official,ours
+    .venv/bin/python benchmarks/codec_decode.py --device cuda --batch-size 16 --bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from codec.config import get_config
+from codec.diffusion.conditioning import build_context, unconditional_context
+from codec.diffusion.samplers import GaussianNoise, sample
+from codec.model import SemantiCodec
+from codec.windows import split_windows
+
+VARIANTS = {"official": ("ddim", 50), "ours": ("ddim", 50), "dpmpp-10": ("dpmpp2m", 10), "dpmpp-25": ("dpmpp2m", 25)}
+
+
+def window_features(codec: SemantiCodec, seconds: float, seed: int = 0) -> torch.Tensor:
+    """Random valid tokens for ``seconds`` of audio, split into -1-padded windows [W, 512, 2F]."""
+    g = torch.Generator().manual_seed(seed)
+    frames = int(seconds * codec.config.frames_per_second) + 8
+    tokens = torch.stack([torch.randint(0, codec.config.semantic_vocab_size, (frames,), generator=g),
+                          torch.randint(0, codec.config.acoustic_vocab_size, (frames,), generator=g)], dim=-1)
+    return torch.stack([codec._window_features(tokens, s, e) for s, e in split_windows(frames, codec.config.window_tokens)])
+
+
+def official_window(decoder, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One window the official way: batch-1 UNet calls, uncond then cond, raw context each call."""
+    unet = decoder.unet
+    cond = build_context(features)
+    uncond = unconditional_context(1, features.shape[1], features.shape[2], device=features.device)
+
+    def guided(x, t):
+        v_uncond = unet(x, t, uncond)
+        v_cond = unet(x, t, cond)
+        return v_uncond + 2.0 * (v_cond - v_uncond)
+
+    noise = GaussianNoise(1, decoder.latent_shape, generators=[generator], device=features.device)
+    latents = sample(guided, decoder.noise_levels, noise, steps=50, sampler="ddim", eta=1.0, device=features.device)
+    return decoder.first_stage_model.mel_to_waveform(decoder.latents_to_mel(latents))
+
+
+def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16: bool, config: str) -> dict:
+    torch.manual_seed(0)
+    codec = SemantiCodec(get_config(config)).to(device).eval()
+    features = window_features(codec, seconds).to(device)
+    generators = [torch.Generator(device=device).manual_seed(1000 + i) for i in range(len(features))]
+    sampler, steps = VARIANTS[variant]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    outputs = []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.startswith("cuda"))
+    sync()
+    start = time.perf_counter()
+    with torch.inference_mode(), autocast:
+        if variant == "official":
+            outputs = [official_window(codec.decoder, f[None], g) for f, g in zip(features, generators)]
+        else:
+            for i in range(0, len(features), batch_size):
+                outputs.append(codec.decoder.decode_windows(
+                    features[i : i + batch_size], steps=steps, sampler=sampler, eta=1.0,
+                    generators=generators[i : i + batch_size]))
+    sync()
+    elapsed = time.perf_counter() - start
+    audio = torch.cat(outputs).float().cpu()
+    torch.save(audio, f"/tmp/codec_decode_{variant}_{seconds}.pt")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"variant": variant, "seconds": seconds, "windows": len(features), "total_s": elapsed,
+            "per_window_s": elapsed / len(features), "peak_gib": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", default="10.24,60", help="token-sequence durations")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per decoder batch (ours, dpmpp)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--config", default="official-100-16384", help="codec size (default: %(default)s)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        variant, seconds = args.worker.split("@")
+        print(json.dumps(run_variant(variant, float(seconds), args.batch_size, args.device, args.bf16, args.config)))
+        return
+    rows = []
+    for seconds in args.seconds.split(","):
+        for variant in args.variants.split(","):
+            cmd = [sys.executable, __file__, "--worker", f"{variant}@{seconds}", "--batch-size", str(args.batch_size),
+                   "--device", args.device, "--config", args.config] + (["--bf16"] if args.bf16 else [])
+            result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            print(json.dumps(result), file=sys.stderr, flush=True)
+            rows.append(result)
+    base = {r["seconds"]: r for r in rows if r["variant"] == "official"}
+    print(f"\nDecode, {args.config} with random weights, device {args.device}, "
+          f"{torch.get_num_threads()} threads, batch {args.batch_size}\n")
+    print("| audio | variant | windows | s/window | speed-up vs official | peak memory (GiB) | rel. diff vs official |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ref = base.get(r["seconds"])
+        speedup = f"{ref['per_window_s'] / r['per_window_s']:.2f}x" if ref else "-"
+        diff = "-"
+        if ref and VARIANTS[r["variant"]] == VARIANTS["official"]:
+            a = torch.load(f"/tmp/codec_decode_official_{r['seconds']}.pt")
+            b = torch.load(f"/tmp/codec_decode_{r['variant']}_{r['seconds']}.pt")
+            diff = f"{((b - a).norm() / a.norm()).item():.1e}"
+        print(f"| {r['seconds']:g} s | {r['variant']} | {r['windows']} | {r['per_window_s']:.1f} | {speedup} "
+              f"| {r['peak_gib']:.2f} | {diff} |")
+
+
+if __name__ == "__main__":
+    main()
