@@ -5,6 +5,7 @@ DDP re-runs ``sys.argv`` in its second rank, which must be the script, not pytes
 """
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -39,8 +40,10 @@ def environment() -> dict:
 
 
 def summaries(output: str) -> list[dict]:
+    # Two ranks share one stdout: a summary may be glued to the other rank's progress output.
+    decoder = json.JSONDecoder()
     prefix = "LM_TRAIN_SUMMARY "
-    return [json.loads(line[len(prefix) :]) for line in output.splitlines() if line.startswith(prefix)]
+    return [decoder.raw_decode(output, match.end())[0] for match in re.finditer(prefix, output)]
 
 
 def run(command: list[str], timeout: float = 240) -> list[dict]:
