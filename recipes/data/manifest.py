@@ -1,0 +1,162 @@
+"""Manifest rows (one JSON object per clip, JSON Lines on disk): schema, validation, reading, writing.
+
+A row has these keys (types checked by :func:`validate_row`):
+
+- ``id`` (str, unique), ``path`` (str, relative to the manifest's folder, a ``.flac`` file)
+- ``duration`` (float, seconds), ``sample_rate`` (int, 16000), ``num_samples`` (int)
+- ``domain`` (``speech`` | ``music`` | ``sfx``), ``labels`` (non-empty list of str)
+- ``caption`` (non-empty str), ``transcript`` (str or None), ``language`` (str or None,
+  ISO 639-1), ``speaker`` (str or None)
+- ``source_package`` (str), ``source_items`` (non-empty list of str: the recordings the clip is
+  made from; one for a cut, several for an assembled clip), ``clip_index`` (int), ``start``
+  (float, seconds into the source, 0 for assembled clips)
+- ``licence`` (str), ``split`` (``train`` | ``valid`` | ``test``), ``synthetic`` (bool),
+  ``params`` (dict: everything known about how the clip was made)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from recipes.data.splits import SPLITS
+
+DOMAINS = ("speech", "music", "sfx")
+SAMPLE_RATE = 16000
+
+_REQUIRED_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "path": (str,),
+    "duration": (float, int),
+    "sample_rate": (int,),
+    "num_samples": (int,),
+    "domain": (str,),
+    "labels": (list,),
+    "caption": (str,),
+    "transcript": (str, type(None)),
+    "language": (str, type(None)),
+    "speaker": (str, type(None)),
+    "source_package": (str,),
+    "source_items": (list,),
+    "clip_index": (int,),
+    "start": (float, int),
+    "licence": (str,),
+    "split": (str,),
+    "synthetic": (bool,),
+    "params": (dict,),
+}
+
+
+class ManifestError(ValueError):
+    """A manifest file or row does not follow the schema."""
+
+
+def validate_row(row: dict[str, Any], min_seconds: float = 0.0, max_seconds: float = float("inf")) -> list[str]:
+    """Return the problems found in one manifest row (an empty list when it is valid)."""
+    problems = []
+    for key, types in _REQUIRED_TYPES.items():
+        if key not in row:
+            problems.append(f"missing key {key!r}")
+        elif not isinstance(row[key], types) or (types == (int,) and isinstance(row[key], bool)):
+            problems.append(f"{key!r} has type {type(row[key]).__name__}")
+    if problems:
+        return problems
+    if row["domain"] not in DOMAINS:
+        problems.append(f"domain {row['domain']!r} is not one of {DOMAINS}")
+    if row["split"] not in SPLITS:
+        problems.append(f"split {row['split']!r} is not one of {SPLITS}")
+    if row["sample_rate"] != SAMPLE_RATE:
+        problems.append(f"sample_rate {row['sample_rate']} is not {SAMPLE_RATE}")
+    if not row["path"].endswith(".flac"):
+        problems.append(f"path {row['path']!r} is not a .flac file")
+    if not row["labels"] or not all(isinstance(label, str) and label for label in row["labels"]):
+        problems.append("labels must be a non-empty list of non-empty strings")
+    if not row["source_items"] or not all(isinstance(item, str) and item for item in row["source_items"]):
+        problems.append("source_items must be a non-empty list of non-empty strings")
+    if not row["caption"].strip():
+        problems.append("caption is empty")
+    if abs(row["duration"] - row["num_samples"] / SAMPLE_RATE) > 1e-3:
+        problems.append("duration does not equal num_samples / sample_rate")
+    if not min_seconds - 1e-6 <= row["duration"] <= max_seconds + 1e-6:
+        problems.append(f"duration {row['duration']:.3f} s is outside [{min_seconds}, {max_seconds}] s")
+    if row["domain"] == "speech" and row["language"] is None:
+        problems.append("a speech clip needs a language")
+    return problems
+
+
+def validate_manifest(
+    path: str | os.PathLike[str], check_files: bool = True, min_seconds: float = 0.0, max_seconds: float = float("inf")
+) -> list[str]:
+    """Return every problem in the manifest at ``path``: bad rows, duplicate ids/paths, missing files.
+
+    With ``check_files`` each clip's flac file is opened and its length and rate compared with
+    the row.
+    """
+    import soundfile
+
+    path = Path(path)
+    problems = []
+    seen_ids: set[str] = set()
+    seen_paths: set[str] = set()
+    for line_number, row in enumerate(read_manifest(path), start=1):
+        where = f"{path}:{line_number}"
+        problems.extend(f"{where}: {problem}" for problem in validate_row(row, min_seconds, max_seconds))
+        if row.get("id") in seen_ids:
+            problems.append(f"{where}: duplicate id {row.get('id')!r}")
+        if row.get("path") in seen_paths:
+            problems.append(f"{where}: duplicate path {row.get('path')!r}")
+        seen_ids.add(row.get("id"))
+        seen_paths.add(row.get("path"))
+        if check_files and isinstance(row.get("path"), str):
+            audio_path = path.parent / row["path"]
+            if not audio_path.is_file():
+                problems.append(f"{where}: audio file {audio_path} is missing")
+                continue
+            info = soundfile.info(str(audio_path))
+            if info.samplerate != row.get("sample_rate") or info.frames != row.get("num_samples") or info.channels != 1:
+                problems.append(f"{where}: {audio_path} has {info.frames} frames at {info.samplerate} Hz, "
+                                f"{info.channels} channels; the row says otherwise")
+    return problems
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield the rows of a JSON Lines manifest; a malformed line raises :class:`ManifestError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} does not exist")
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ManifestError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise ManifestError(f"{path}:{line_number}: a row must be a JSON object")
+            yield row
+
+
+def write_manifest(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Write ``rows`` as JSON Lines atomically (temporary file, then rename); returns the row count."""
+    lines = [json.dumps(row, ensure_ascii=False, sort_keys=True) for row in rows]
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

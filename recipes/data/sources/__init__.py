@@ -1,0 +1,1 @@
+"""Source families of real recordings, one module per kind of package (speech, music, effects)."""
