@@ -106,7 +106,7 @@ def validate_tokens(
         raise TokenFileError(f"{name}: {lengths.numel()} lengths for {batch} items")
     if (lengths < 1).any() or (lengths > frames).any():
         raise TokenFileError(f"{name}: lengths must lie in [1, {frames}], got {lengths.tolist()}")
-    valid = torch.arange(frames)[None, :] < lengths[:, None]
+    valid = torch.arange(frames, device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
     for column, vocab, stream in ((0, semantic_vocab_size, "semantic"), (1, acoustic_vocab_size, "acoustic")):
         ids = tokens[..., column][valid]
         bad = (ids < 0) | (ids >= vocab)
