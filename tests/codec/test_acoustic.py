@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from codec.acoustic import (
+    ONEDNN_MIN_BATCH,
     AcousticQuantizer,
     build_acoustic_lstm,
     build_lstm_input,
@@ -84,7 +85,7 @@ def test_acoustic_branch_matches_official(parity_dir, concat_factor):
     with torch.inference_mode():
         lstm_output = run_acoustic_lstm(lstm, lstm_input)
         linear_output = projection(lstm_output)
-        batched_output = run_acoustic_lstm(lstm, lstm_input.repeat(2, 1, 1))  # the oneDNN path
+        batched_output = run_acoustic_lstm(lstm, lstm_input.repeat(ONEDNN_MIN_BATCH, 1, 1))  # the oneDNN path
     assert (lstm_output - fixture["intermediate.lstm_output"]).abs().max().item() <= 5e-6
     assert (batched_output - fixture["intermediate.lstm_output"]).abs().max().item() <= 5e-6
     assert (linear_output - fixture["intermediate.linear_output"]).abs().max().item() <= 5e-6
@@ -96,13 +97,13 @@ def test_acoustic_branch_matches_official(parity_dir, concat_factor):
 def test_run_acoustic_lstm_restores_backend_flags():
     torch.manual_seed(0)
     lstm = build_acoustic_lstm(4, 2)
-    x = torch.randn(3, 20, 8)
+    x = torch.randn(ONEDNN_MIN_BATCH, 20, 8)
     enabled_before = torch.backends.mkldnn.enabled
     with torch.inference_mode():
         single = run_acoustic_lstm(lstm, x[:1])
         batched = run_acoustic_lstm(lstm, x)
     assert torch.backends.mkldnn.enabled == enabled_before
-    assert single.shape == (1, 20, 16) and batched.shape == (3, 20, 16)
+    assert single.shape == (1, 20, 16) and batched.shape == (ONEDNN_MIN_BATCH, 20, 16)
     assert torch.allclose(single, batched[:1], atol=1e-6, rtol=0)
 
 
