@@ -75,10 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_args(reconstruct)
 
     from codec.evaluate import add_eval_arguments
+    from lm.api import add_generate_arguments
     from lm.probe import add_probe_arguments
 
     add_eval_arguments(commands.add_parser("eval", help="reconstruct a manifest's clips and score them"))
     add_probe_arguments(commands.add_parser("probe", help="linear/MLP probes on pooled token embeddings"))
+    add_generate_arguments(commands.add_parser("generate", help="caption or prompt clip -> generated wav + tokens"))
     return parser
 
 
@@ -280,6 +282,12 @@ def run_probe(args) -> int:
     return probe(args)
 
 
+def run_generate(args) -> int:
+    from lm.api import run_generate as generate
+
+    return generate(args)
+
+
 COMMANDS = {
     "encode": run_encode,
     "info": run_info,
@@ -287,6 +295,7 @@ COMMANDS = {
     "reconstruct": run_reconstruct,
     "eval": run_eval,
     "probe": run_probe,
+    "generate": run_generate,
 }
 
 

@@ -1,0 +1,1 @@
+"""Audio continuation: train an LM on corpus tokens, continue prompt clips, measure what the continuation keeps."""

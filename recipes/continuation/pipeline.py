@@ -1,0 +1,259 @@
+"""The steps the LM recipes share: tokenize, train (``recipes/lm/train.py``), export, validate, evaluate.
+
+Tokenization and training run as subprocesses (``python -m recipes.tokenize.tokenize_corpus``,
+``python -m recipes.lm.train``), so that each can start its own DDP ranks on GPUs and nodes; the
+driver keeps a marker per finished step (``<run_dir>/steps/<name>.json``: the exact command and a
+digest of its input) and skips a step whose command and input have not changed. Both steps resume
+by themselves after a kill (finished shards, ``last.ckpt``); generated samples on disk are kept as
+long as the model and the evaluation settings are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+import torch
+
+from lm.api import export_checkpoint, load_lm_folder
+from lm.data import TokenSequenceDataset, collate, max_sequence_length
+from lm.data import read_manifest as read_token_rows
+from lm.module import lm_loss
+from recipes.continuation.measure import KindProbe, stated_properties
+from recipes.data.manifest import read_manifest, write_text_atomic
+from recipes.lm.train import load_config as load_train_config
+from recipes.tokenize.config import flatten_overrides, load_recipe_config
+from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
+from recipes.tokenize.tokenize_corpus import evenly_spaced
+
+REPO = Path(__file__).resolve().parents[2]  # configs named relative to it are found from anywhere
+RECIPE_KEYS = {"seed", "run_dir", "logger", "wandb", "tokenize", "text_tokenizer", "train", "evaluate"}
+
+
+def digest(path: Path) -> str:
+    """A short SHA-256 of a file's bytes ("missing" when it does not exist): a step's input identity."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+
+
+def step_done(run_dir: Path, name: str, command: list[str]) -> dict[str, Any] | None:
+    """The result recorded by a finished step with this exact command, else None."""
+    try:
+        marker = json.loads((run_dir / "steps" / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return marker.get("result") if marker.get("command") == command else None
+
+
+def mark_done(run_dir: Path, name: str, command: list[str], result: dict[str, Any]) -> None:
+    """Record that step ``name`` finished with ``command`` (atomically)."""
+    marker = json.dumps({"command": command, "result": result}, indent=2)
+    write_text_atomic(run_dir / "steps" / f"{name}.json", marker + "\n")
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file named relative to the working directory, else to the repository root."""
+    path = Path(name)
+    return path if path.is_absolute() or path.exists() else REPO / path
+
+
+def run_module(module: str, args: list[str], what: str) -> str:
+    """Run ``python -m module args`` in this working directory (output streamed); returns its stdout."""
+    command = [sys.executable, "-m", module, *args]
+    print(f"[{what}] {' '.join(command)}", flush=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    if process.wait() != 0:
+        raise SystemExit(f"[{what}] failed with exit status {process.returncode}")
+    return "".join(lines)
+
+
+def prepare_tokens(config: dict[str, Any], run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Tokenize the corpus as the ``tokenize`` section says; returns (token manifest, tokenize report)."""
+    section = dict(config.get("tokenize") or {})
+    base = config_path(section.get("config", "recipes/tokenize/configs/tiny.yaml"))
+    overrides = flatten_overrides(section.get("overrides"))
+    resolved = load_recipe_config(base, overrides, TOKENIZE_KEYS)
+    out = Path(resolved["out"]).absolute()
+    command = ["--config", str(base), *overrides]
+    key = [*command, f"# corpus {digest(Path(resolved['manifest']))}"]
+    report_path = out / "tokenize_report.json"
+    if step_done(run_dir, "tokenize", key) is None or not report_path.is_file():
+        started = time.monotonic()
+        run_module("recipes.tokenize.tokenize_corpus", command, "tokenize")
+        mark_done(run_dir, "tokenize", key, {"seconds": round(time.monotonic() - started, 1)})
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report["step_seconds"] = step_done(run_dir, "tokenize", key)["seconds"]
+    return out / "manifest.jsonl", report
+
+
+def train_text_tokenizer(config: dict[str, Any], run_dir: Path, manifest: Path) -> Path:
+    """Train the caption tokenizer (``recipes/lm/train_text_tokenizer.py``) on the training captions."""
+    from recipes.lm.train_text_tokenizer import main as train_tokenizer
+
+    section = dict(config.get("text_tokenizer") or {})
+    prefix = run_dir / "text" / "captions"
+    command = ["--manifest", str(manifest), "--out-prefix", str(prefix), "--vocab-size",
+               str(section.get("vocab_size", 256)), "--model-type", section.get("model_type", "unigram")]
+    model_path = prefix.with_name(prefix.name + ".model")
+    key = [*command, f"# tokens {digest(manifest)}"]
+    if step_done(run_dir, "text_tokenizer", key) is None or not model_path.is_file():
+        size = train_tokenizer(command)
+        mark_done(run_dir, "text_tokenizer", key, {"vocab_size": size})
+    return model_path
+
+
+def train_and_export(config: dict[str, Any], run_dir: Path, manifest: Path, tokenize_report: dict[str, Any],
+                     text_tokenizer: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train the LM with ``recipes/lm/train.py`` and export ``last.ckpt`` as an LM folder (``<run_dir>/model``).
+
+    Returns (model folder, train summary with the step's wall time).
+    """
+    section = dict(config.get("train") or {})
+    base = config_path(section.get("config", "recipes/lm/configs/tiny.yaml"))
+    command = ["--config", str(base), f"data.manifest={manifest}", f"run_dir={run_dir / 'train'}",
+               f"seed={int(config.get('seed', 0))}", f"logger={config.get('logger', 'wandb')}"]
+    if text_tokenizer is not None:
+        command.append(f"data.text_tokenizer={text_tokenizer}")
+    command += flatten_overrides({"wandb": config["wandb"]} if config.get("wandb") else None)
+    command += flatten_overrides(section.get("overrides"))
+    key = [*command, f"# tokens {digest(manifest)}"]
+    if text_tokenizer is not None:
+        key.append(f"# text tokenizer {digest(text_tokenizer)}")
+    summary = step_done(run_dir, "train", key)
+    model_dir = run_dir / "model"
+    if summary is None or not (model_dir / "config.json").is_file():
+        started = time.monotonic()
+        output = run_module("recipes.lm.train", command, "train")
+        reports = [json.loads(line.split(" ", 1)[1]) for line in output.splitlines()
+                   if line.startswith("LM_TRAIN_SUMMARY ")]
+        rank_zero = next((report for report in reports if report.get("rank") == 0), {})
+        summary = {**rank_zero, "seconds": round(time.monotonic() - started, 1)}
+        export_checkpoint(run_dir / "train" / "checkpoints" / "last.ckpt", model_dir,
+                          tokenize_report["codec_identity"], tokenizer_path=text_tokenizer,
+                          codec_source=resolve_codec_source(tokenize_report["codec"]),
+                          info={"train": summary, "token_manifest": str(manifest)})
+        mark_done(run_dir, "train", key, summary)
+    return model_dir, summary
+
+
+def samples_folder(folder: Path, key: dict[str, Any]) -> Path:
+    """``folder`` for generated samples, emptied first when it holds samples made for another ``key``
+    (other weights or evaluation settings), so that only stale samples are ever made again."""
+    stamp = folder / "made_with.json"
+    text = json.dumps(key, sort_keys=True, default=str)
+    if folder.is_dir() and (not stamp.is_file() or stamp.read_text(encoding="utf-8") != text):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stamp, text)
+    return folder
+
+
+def resolve_codec_source(spec: str) -> str:
+    """A codec spec as an LM folder should record it: shipped names as is, folders as absolute paths."""
+    return str(Path(spec).resolve()) if Path(spec).is_dir() else spec
+
+
+def train_data_settings(config: dict[str, Any], manifest: Path) -> dict[str, Any]:
+    """The ``data`` section the LM was trained with (base config plus overrides)."""
+    section = dict(config.get("train") or {})
+    resolved = load_train_config(config_path(section.get("config", "recipes/lm/configs/tiny.yaml")),
+                                 flatten_overrides(section.get("overrides")) + [f"data.manifest={manifest}"])
+    return dict(resolved.get("data") or {})
+
+
+@torch.no_grad()
+def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], batch_size: int = 8) -> dict[str, Any]:
+    """Token-weighted cross-entropy and perplexity of the exported LM on the ``valid`` clips (no caption dropout)."""
+    folder = load_lm_folder(model_dir)
+    rows = read_token_rows(manifest, "valid")
+    if not rows:
+        return {"valid_clips": 0, "valid_loss": None, "valid_perplexity": None}
+    layout = folder.model.config.layout
+    max_text = int(data.get("max_text_tokens", 64))
+    max_frames = int(data.get("max_frames", 500))
+    text_tokens = max_text if folder.tokenizer else None
+    while max_frames > 1 and max_sequence_length(layout, max_frames, text_tokens) > folder.model.config.max_seq_len:
+        max_frames -= 1
+    dataset = TokenSequenceDataset(rows, layout, max_frames, folder.tokenizer, text_dropout=0.0,
+                                   max_text_tokens=max_text, random_crop=False)
+    total, count = 0.0, 0
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        targets = int((batch["targets"] != -100).sum())
+        total += float(lm_loss(folder.model, batch)) * targets
+        count += targets
+    loss = total / max(count, 1)
+    return {"valid_clips": len(rows), "valid_tokens": count, "valid_loss": round(loss, 4),
+            "valid_perplexity": round(math.exp(loss), 3)}
+
+
+def token_rows(manifest: Path, split: str) -> list[dict[str, Any]]:
+    """Full token-manifest rows (all the clip's fields) of one split."""
+    return [row for row in read_manifest(manifest) if row.get("split") == split]
+
+
+def clip_audio(manifest: Path, row: dict[str, Any]) -> np.ndarray:
+    """The original audio of a token-manifest row: float32 [N] at 16 kHz (``audio`` is relative to the manifest)."""
+    path = Path(row["audio"])
+    wave, rate = soundfile.read(manifest.parent / path if not path.is_absolute() else path, dtype="float32")
+    if rate != 16000 or wave.ndim != 1:
+        raise ValueError(f"{row['audio']}: expected 16-kHz mono audio, got {rate} Hz with shape {wave.shape}")
+    return wave
+
+
+def fit_kind_probe(corpus_manifest: Path, max_clips: int, seed: int) -> KindProbe | None:
+    """A :class:`KindProbe` fitted on up to ``max_clips`` synthetic training clips of the corpus (evenly
+    spaced; all of them, not only the tokenized ones); None with fewer than two kinds."""
+    rows = evenly_spaced([row for row in read_manifest(corpus_manifest)
+                          if row.get("split") == "train" and "class" in stated_properties(row)], max_clips)
+    kinds = [stated_properties(row)["class"] for row in rows]
+    if len(set(kinds)) < 2:
+        return None
+    waves = [soundfile.read(corpus_manifest.parent / row["path"], dtype="float32")[0] for row in rows]
+    return KindProbe.fit(waves, kinds, seed=seed)
+
+
+def safe_name(clip_id: str) -> str:
+    """A file name for a clip id."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in clip_id).strip("._") or "clip"
+
+
+def log_to_wandb(config: dict[str, Any], folder: Path, metrics: dict[str, Any], tables: dict[str, str]) -> None:
+    """Log metrics and Markdown tables to the wandb run kept in ``folder`` (its ``wandb_id.txt``, made if
+    missing; for the LM recipes the training's run). Offline unless WANDB_API_KEY is set; a no-op unless
+    ``config["logger"]`` is ``wandb``."""
+    if config.get("logger", "wandb") != "wandb":
+        return
+    import wandb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    id_file = folder / "wandb_id.txt"
+    if not id_file.is_file():
+        id_file.write_text(uuid.uuid4().hex[:12])
+    options = dict(config.get("wandb") or {})
+    run = wandb.init(dir=str(folder), id=id_file.read_text().strip(), resume="allow", reinit="finish_previous",
+                     mode="online" if os.environ.get("WANDB_API_KEY") else "offline", **options)
+    run.summary.update({f"eval/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))})
+    for name, markdown in tables.items():
+        run.log({f"eval/{name}": wandb.Html(f"<pre>{markdown}</pre>")})
+    run.finish()
+
+
+def write_results(run_dir: Path, results: dict[str, Any], markdown: str) -> None:
+    """``results.json`` and ``results.md`` in ``run_dir``, atomically."""
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_text_atomic(run_dir / "results.md", markdown)

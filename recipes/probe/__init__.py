@@ -1,0 +1,1 @@
+"""Semantic-token probing over the corpus labels, for every codec token rate, as one Markdown table."""

@@ -1,0 +1,120 @@
+"""Probe semantic tokens over the corpus labels, for every codec token rate, as one Markdown table.
+
+    python -m recipes.probe.run --config recipes/probe/configs/tiny.yaml
+
+For each codec in ``codecs`` (label -> shipped name, ``save_pretrained`` folder or
+``official-<rate>-<vocab>``), ``lm/probe.py`` (``semanticodec probe``) fits linear and MLP probes
+on pooled semantic, acoustic, semantic+acoustic and mel-k-means features for each task the
+manifest labels (domain, sound class, instrument family, language) and scores them on the
+evaluation splits; its own outputs go to ``<out>/<label>/``. A codec whose results exist with the
+same settings is skipped, so a killed run resumes. Then ``<out>/probe.md`` gathers one table: a
+row per (task, features), a column pair (linear / MLP accuracy on ``report_split``) per codec,
+and the majority-class accuracy. ``<out>/probe.json`` holds every number and the time per codec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from codec.evaluate import write_text_atomic
+from lm.probe import FEATURE_SETS, TASKS, add_probe_arguments, run_probe
+from recipes.continuation.pipeline import log_to_wandb
+from recipes.tokenize.config import load_recipe_config
+
+KNOWN_KEYS = {"manifest", "out", "codecs", "tasks", "train_split", "eval_splits", "report_split", "limit",
+              "kmeans_frames", "seed", "device", "logger", "wandb"}
+
+
+def probe_arguments(config: dict[str, Any], source: str, output: Path) -> argparse.Namespace:
+    """The ``semanticodec probe`` options for one codec, parsed by the probe's own parser."""
+    parser = argparse.ArgumentParser()
+    add_probe_arguments(parser)
+    argv = ["--manifest", str(config["manifest"]), "-o", str(output), "--model", source,
+            "--device", str(config.get("device", "cpu")), "--tasks", ",".join(config.get("tasks") or TASKS),
+            "--train-split", str(config.get("train_split", "train")),
+            "--eval-splits", ",".join(config.get("eval_splits") or ["valid", "test"]),
+            "--kmeans-frames", str(config.get("kmeans_frames", 100_000)), "--seed", str(config.get("seed", 0))]
+    if config.get("limit") is not None:
+        argv += ["--limit", str(config["limit"])]
+    return parser.parse_args(argv)
+
+
+def probe_codec(config: dict[str, Any], label: str, source: str, out: Path) -> dict[str, Any]:
+    """Run (or reuse) the probe of one codec; returns its ``probe.json`` report plus ``seconds``."""
+    args = probe_arguments(config, source, out / label)
+    report_path = out / label / "probe.json"
+    settings = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, type(None)))}
+    if report_path.is_file():
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        if report.get("settings") == settings and "seconds" in report:
+            print(f"[probe {label}] done before; reusing {report_path}", flush=True)
+            return report
+    started = time.monotonic()
+    run_probe(args)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report["seconds"] = round(time.monotonic() - started, 1)
+    write_text_atomic(report_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return report
+
+
+def combined_table(reports: dict[str, dict[str, Any]], split: str) -> str:
+    """Rows (task, features); per codec, linear and MLP accuracy on ``split``; the majority accuracy last."""
+    labels = list(reports)
+    cells: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for label, report in reports.items():
+        for result in report["results"]:
+            if result["split"] == split:
+                cells.setdefault((result["task"], result["features"]), {})[label] = result
+    columns = [f"{label} ({reports[label]['codec']}) linear / MLP" for label in labels]
+    header = ["Task", "Features", *columns, "Majority"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = sorted(cells, key=lambda key: (TASKS.index(key[0]), FEATURE_SETS.index(key[1])))
+    for task, features in order:
+        row = cells[(task, features)]
+        scores = [f"{row[label]['linear_accuracy']:.3f} / {row[label]['mlp_accuracy']:.3f}" if label in row else "–"
+                  for label in labels]
+        majority = next(iter(row.values()))["majority_accuracy"]
+        clips = next(iter(row.values()))["clips"]
+        lines.append(f"| {task} ({clips} clips) | {features} | " + " | ".join(scores) + f" | {majority:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the probes as configured; returns the combined report (also ``<out>/probe.json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="YAML file (recipes/probe/configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. codecs.small-50=runs/codec-small-50")
+    args = parser.parse_args(argv)
+    config = load_recipe_config(args.config, args.overrides, KNOWN_KEYS)
+    codecs = {label: source for label, source in (config.get("codecs") or {}).items() if source}
+    if not codecs or not config.get("manifest"):
+        raise SystemExit(f"{args.config}: 'manifest' and at least one entry under 'codecs' are required")
+    out = Path(config.get("out", "runs/probe"))
+    split = str(config.get("report_split", "test"))
+    reports = {}
+    for label, source in codecs.items():
+        try:
+            reports[label] = probe_codec(config, str(label), str(source), out)
+        except ValueError as error:  # a configuration problem (unknown codec, no training clips...)
+            raise SystemExit(f"[probe {label}] {error}") from None
+    table = combined_table(reports, split)
+    markdown = (f"# Semantic-token probes on `{config['manifest']}` ({split} split)\n\n"
+                "Accuracy of a linear and an MLP probe on pooled token embeddings (mel-kmeans: the baseline "
+                "of k-means over log-mel frames with the codec's semantic vocabulary size).\n\n" + table +
+                "\nTime (s): " + ", ".join(f"{label} {report['seconds']:g}" for label, report in reports.items()) + "\n")
+    write_text_atomic(out / "probe.md", markdown)
+    combined = {"settings": {key: config.get(key) for key in sorted(KNOWN_KEYS)}, "reports": reports}
+    write_text_atomic(out / "probe.json", json.dumps(combined, indent=2, allow_nan=False) + "\n")
+    metrics = {f"{label}/{r['task']}/{r['features']}/linear": r["linear_accuracy"]
+               for label, report in reports.items() for r in report["results"] if r["split"] == split}
+    log_to_wandb(config, out, metrics, {"probe": markdown})
+    print(markdown, flush=True)
+    return combined
+
+
+if __name__ == "__main__":
+    main()

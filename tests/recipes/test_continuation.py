@@ -1,0 +1,162 @@
+"""The continuation recipe end to end at tiny size, and the property measurements it shares with text-to-audio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from codec.config import get_config
+from codec.model import SemantiCodec
+from lm.api import AudioGenerator
+from recipes.continuation.measure import (
+    KindProbe,
+    estimate_noise_colour,
+    estimate_pitch,
+    estimate_tempo,
+    matches,
+    measure,
+    stated_properties,
+)
+from recipes.continuation.run import main
+from recipes.data.build import build_corpus
+from recipes.data.clips import ClipSettings
+from recipes.data.install import run_command
+from recipes.data.world.family import SyntheticWorld
+from recipes.data.world.generator import plan_world, render_world_clip
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "recipes" / "continuation" / "configs" / "tiny.yaml"
+
+
+def _no_apt(command):  # never install anything: dpkg answers "not installed"
+    if command[0] == "dpkg-query":
+        return run_command(["false"])
+    raise AssertionError(f"unexpected command {command}")
+
+
+def _world_clips(kind: str, count: int, seconds: float = 3.0, seed: int = 5) -> list[tuple[dict, np.ndarray]]:
+    """``count`` rendered clips of one kind as (manifest-like row, wave)."""
+    plan = [clip for clip in plan_world(400, seed, [kind])][:count]
+    clips = []
+    for clip in plan:
+        recording = render_world_clip(clip, seconds, seconds)
+        clips.append(({"synthetic": True, "params": recording.params}, recording.wave))
+    return clips
+
+
+@pytest.mark.parametrize("kind, name", [("tone", "pitch"), ("beeps", "pitch"), ("drums", "tempo"),
+                                        ("arpeggio", "tempo"), ("noise", "colour")])
+def test_measurements_recover_what_the_world_states(kind, name):
+    for row, wave in _world_clips(kind, 4):
+        stated = stated_properties(row)
+        assert stated["class"] == kind
+        measured = measure(wave, [name])[name]
+        assert matches(name, stated[name], measured), (row["params"], measured)
+
+
+def test_measurements_refuse_what_is_not_there():
+    silence, rng = np.zeros(48000, dtype=np.float32), np.random.default_rng(0)
+    noise = rng.standard_normal(48000).astype(np.float32)
+    assert estimate_pitch(silence) is None and estimate_pitch(noise) is None
+    assert estimate_tempo(silence) is None and estimate_tempo(noise[:16000]) is None  # under 2 s
+    assert estimate_noise_colour(silence) is None and estimate_noise_colour(noise) == "white"
+    assert stated_properties({"synthetic": False, "params": {"kind": "tone"}}) == {}
+    with pytest.raises(ValueError, match="unknown properties"):
+        measure(noise, ["loudness"])
+
+
+def test_matching_rules():
+    assert matches("pitch", 69, 69.4) and not matches("pitch", 69, 69.6)
+    assert matches("tempo", 120, 125) and matches("tempo", 120, 61) and not matches("tempo", 120, 90)
+    assert matches("colour", "pink", "pink") and not matches("class", "tone", None)
+
+
+def test_kind_probe_tells_kinds_apart():
+    train = {kind: _world_clips(kind, 5, seconds=1.5) for kind in ("tone", "noise", "drums")}
+    probe = KindProbe.fit([wave for clips in train.values() for _, wave in clips[:4]],
+                          [kind for kind, clips in train.items() for _ in clips[:4]])
+    held_out = [clips[4][1] for clips in train.values()]
+    assert probe.predict(held_out) == ["tone", "noise", "drums"]
+    assert probe.predict([np.zeros(100, dtype=np.float32)]) == [None]
+    with pytest.raises(ValueError, match="at least two kinds"):
+        KindProbe.fit([held_out[0]], ["tone"])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("continuation")
+    build_corpus(root / "world", [SyntheticWorld(12, 11, 1.5, 2.5, ("tone", "drums", "noise", "beeps"))],
+                 ClipSettings(1.0, 10.0), workers=1, install=False, runner=_no_apt, log=lambda message: None)
+    SemantiCodec(get_config("tiny-100")).save_pretrained(root / "codec")
+    return root
+
+
+def test_tiny_config_runs_end_to_end_and_resumes(world, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_dir = world / "run"
+    argv = ["--config", str(TINY), f"run_dir={run_dir}", "logger=none",
+            f"tokenize.overrides.manifest={world / 'world' / 'manifest.jsonl'}",
+            f"tokenize.overrides.out={world / 'tokens'}", f"tokenize.overrides.codec={world / 'codec'}",
+            "tokenize.overrides.trainer.accelerator=cpu", "train.overrides.trainer.max_steps=3",
+            "train.overrides.trainer.accelerator=cpu", "train.overrides.data.batch_size=2",
+            "evaluate.split=train", "evaluate.prompts=2", "evaluate.prompt_seconds=0.5", "evaluate.continue_seconds=1.0",
+            "evaluate.decode_steps=1", "evaluate.batch_size=2"]
+    results = main(argv)
+    assert results["train"]["global_step"] == 3
+    assert np.isfinite(results["validation"]["valid_loss"]) and results["validation"]["valid_perplexity"] > 1
+    assert "class" in results["keep_rates"] and len(results["clips"]) == 2
+    codec = SemantiCodec.from_pretrained(world / "codec")
+    prompt_frames = int(codec.encode(torch.zeros(1, 8000), 16000).lengths[0])
+    samples = sorted((run_dir / "samples").glob("*.wav"))
+    assert len(samples) == 2
+    for path in samples:
+        wave, rate = soundfile.read(path)
+        assert rate == 16000 and wave.shape == (codec.num_samples([prompt_frames])[0] + 16000,)
+    assert "continuation keeps it" in (run_dir / "results.md").read_text()
+    assert json.loads((run_dir / "results.json").read_text())["timings_seconds"]["train"] > 0
+    generator = AudioGenerator.from_pretrained(run_dir / "model")  # the exported LM, with its codec
+    assert generator.codec.config.name == "tiny-100"
+
+    checkpoint = run_dir / "train" / "checkpoints" / "last.ckpt"
+    stamps = {path: path.stat().st_mtime_ns for path in [checkpoint, *samples]}
+    again = main(argv)  # every step is done: nothing is tokenized, trained or generated again
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
+    assert again["validation"] == results["validation"] and again["keep_rates"] == results["keep_rates"]
+
+
+CONFIGS = [path for recipe in ("tokenize", "continuation", "text_to_audio", "probe")
+           for path in sorted((REPO / "recipes" / recipe).glob("configs/*.yaml"))]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: f"{path.parent.parent.name}-{path.stem}")
+def test_every_recipe_config_names_its_command_and_loads(config):
+    from lm.config import lm_config
+    from lm.data import max_sequence_length
+    from recipes.continuation.pipeline import RECIPE_KEYS, config_path
+    from recipes.lm.train import load_config as load_train_config
+    from recipes.probe.run import KNOWN_KEYS as PROBE_KEYS
+    from recipes.tokenize.config import flatten_overrides, load_recipe_config
+    from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
+
+    recipe = config.parent.parent.name
+    module = {"tokenize": "recipes.tokenize.tokenize_corpus"}.get(recipe, f"recipes.{recipe}.run")
+    relative = config.relative_to(REPO)
+    assert f"python -m {module} --config {relative}" in config.read_text().split("\n\n")[0]
+    known = {"tokenize": TOKENIZE_KEYS, "probe": PROBE_KEYS}.get(recipe, RECIPE_KEYS)
+    loaded = load_recipe_config(config, [], known)
+    if recipe not in ("continuation", "text_to_audio"):
+        return
+    load_recipe_config(config_path(loaded["tokenize"]["config"]), flatten_overrides(loaded["tokenize"]["overrides"]),
+                       TOKENIZE_KEYS)
+    train = load_train_config(config_path(loaded["train"]["config"]), flatten_overrides(loaded["train"]["overrides"]))
+    fields = dict(train["model"])
+    text_vocab = loaded.get("text_tokenizer", {}).get("vocab_size", 0)
+    model = lm_config(fields.pop("size"), semantic_vocab_size=1024, acoustic_vocab_size=1024,
+                      text_vocab_size=text_vocab, **fields)
+    text_tokens = train["data"]["max_text_tokens"] if text_vocab else None
+    assert max_sequence_length(model.layout, train["data"]["max_frames"], text_tokens) <= model.max_seq_len
