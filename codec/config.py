@@ -202,18 +202,23 @@ def official_config(token_rate: int = 100, semantic_vocab_size: int = 16384) -> 
 
 
 def _small(token_rate: int) -> CodecConfig:
-    """Our shipped-default size: trains on a CPU-class budget, a few tens of MB of weights."""
+    """Our shipped-default size: trains on a CPU-class budget, under 60 MB of float32 weights in all.
+
+    A 6-block AudioMAE (features averaged over its last three blocks), a one-layer BiLSTM and a
+    three-level UNet keep every stage trainable on a few CPU cores.
+    """
     return CodecConfig(
         name=f"small-{token_rate}",
         token_rate=token_rate,
         semantic_vocab_size=1024,
         acoustic_vocab_size=1024,
         audiomae=AudioMAEConfig(
-            embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=2,
-            decoder_num_heads=4,
+            embed_dim=128, depth=6, num_heads=4, decoder_embed_dim=64, decoder_depth=2,
+            decoder_num_heads=4, averaged_blocks=(3, 4, 5),
         ),
-        lstm_layers=2,
-        unet=UNetConfig(model_channels=64, channel_mult=(1, 2, 2, 4), num_head_channels=32),
+        lstm_layers=1,
+        unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2), attention_resolutions=(4, 2),
+                        num_res_blocks=1, num_head_channels=32),
         vae=VAEConfig(ch=32, ch_mult=(1, 2, 4)),
         vocoder=VocoderConfig(upsample_initial_channel=128),
     )

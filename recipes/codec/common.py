@@ -1,0 +1,344 @@
+"""What every codec training stage shares: config, corpus loaders, the Lightning run, stage weights files.
+
+A stage script builds its LightningModule and calls :func:`run_stage`, which
+
+- reads the YAML config (``--config``) with ``section.key=value`` overrides (the LM recipe's parser),
+- trains with ``lightning.Trainer(**config["trainer"])`` (devices, strategy=ddp/fsdp, precision,
+  num_nodes are plain Trainer flags), resuming from ``<run_dir>/checkpoints/last.ckpt`` when it exists,
+- writes checkpoints atomically, logs to wandb (offline unless ``WANDB_API_KEY`` is set) or csv,
+  prints progress lines to the console, and
+- at the end writes ``<run_dir>/weights.safetensors``: the stage's trained weights under the
+  :class:`~codec.model.SemantiCodec` key names (``recipes/codec/export.py`` assembles them).
+
+Each rank prints ``CODEC_TRAIN_SUMMARY {json}`` when it finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Sampler
+
+from codec.checkpoints import load_state
+from codec.config import SEGMENT_SAMPLES, CodecConfig, get_config
+from codec.frontend import kaldi_fbank
+from lm.module import warmup_cosine
+from recipes.data.datasets import ManifestDataset, collate_clips
+from recipes.lm.train import AtomicCheckpointIO, load_config, make_logger, optimizer_step, parameter_digest, section
+
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_NAME_KEY = "codec_config"
+STAGE_KEY = "stage"
+
+
+# Data -------------------------------------------------------------------------------------------
+class RankEpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, epoch)`` keys of this rank's share of ``length`` clips, reshuffled every epoch.
+
+    Each rank takes every ``world``-th clip of one seeded permutation, so ranks read disjoint clips
+    and all ranks yield the same number of keys (the tail of the permutation is dropped).
+    """
+
+    def __init__(self, length: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True) -> None:
+        self.length, self.seed, self.rank, self.world, self.shuffle = length, seed, rank, world, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.length, generator=generator)
+        else:
+            order = torch.arange(self.length)
+        order = order[: len(self) * self.world]
+        return iter([(int(index), self.epoch) for index in order[self.rank :: self.world]])
+
+    def __len__(self) -> int:
+        return self.length // self.world
+
+
+class AudioDataModule(L.LightningDataModule):
+    """Random crops of the corpus ``train`` split (validation on ``valid``; ``test`` is never read).
+
+    Batches are dicts from :func:`recipes.data.datasets.collate_clips`: ``audio`` float32
+    [B, segment_samples] (zero-padded past ``length``), ``length`` int64 [B], ``domain`` list[str].
+    Run the Trainer with ``use_distributed_sampler=False``: each rank picks its own clips.
+    """
+
+    def __init__(
+        self,
+        manifest: str | os.PathLike,
+        segment_seconds: float = SEGMENT_SAMPLES / 16000,
+        batch_size: int = 8,
+        domains: list[str] | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.manifest = Path(manifest)
+        self.segment_seconds, self.batch_size, self.domains = segment_seconds, batch_size, domains
+        self.num_workers, self.seed = num_workers, seed
+        if not self.manifest.is_file():
+            raise SystemExit(f"{self.manifest}: no such manifest (build the corpus first: recipes/data/README.md)")
+
+    def dataset(self, split: str, random_crop: bool) -> ManifestDataset:
+        return ManifestDataset(self.manifest, splits=[split], domains=self.domains,
+                               segment_seconds=self.segment_seconds, random_crop=random_crop, seed=self.seed)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.dataset(split, random_crop=train)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if train and len(dataset) < world * self.batch_size:
+            raise SystemExit(f"{self.manifest}: only {len(dataset)} {split!r} clips for {world} rank(s) of "
+                             f"batch {self.batch_size} (domains {self.domains})")
+        sampler = RankEpochSampler(len(dataset), self.seed, rank, world, shuffle=train)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=collate_clips, drop_last=train, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        world = self.trainer.world_size if self.trainer else 1
+        if len(self.dataset("valid", random_crop=False)) < world:  # every rank needs a clip
+            return []
+        return self._loader("valid", train=False)
+
+
+def segment_fbank(audio: torch.Tensor) -> torch.Tensor:
+    """Normalised Kaldi fbank of 10.24-s crops: float [B, 163840] -> float32 [B, 1024, 128].
+
+    A crop shorter than 10.24 s arrives zero-padded, exactly as the official front-end pads a clip.
+    """
+    if audio.dim() != 2 or audio.shape[1] != SEGMENT_SAMPLES:
+        raise ValueError(f"expected 10.24-s crops [batch, {SEGMENT_SAMPLES}], got {list(audio.shape)} "
+                         "(set data.segment_seconds to 10.24)")
+    with full_precision(audio.device):
+        return torch.stack([kaldi_fbank(row) for row in audio.float().cpu()]).to(audio.device)
+
+
+@contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Switch mixed-precision autocast off: frozen front-ends and nearest-code searches stay float32
+    under ``trainer.precision=bf16-mixed``."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
+
+
+# Modules ----------------------------------------------------------------------------------------
+class StageModule(L.LightningModule):
+    """Base of the stage modules: codec config, AdamW with warm-up + cosine, per-step generators.
+
+    Subclasses set ``stage`` and implement ``training_loss(batch, generator) -> (loss, logs)`` and
+    ``export_weights() -> {SemantiCodec key: tensor}``.
+    """
+
+    stage = ""
+
+    def __init__(self, codec: str, lr: float, weight_decay: float, betas: tuple[float, float],
+                 warmup_steps: int, min_lr_ratio: float, seed: int) -> None:
+        super().__init__()
+        self.codec_config: CodecConfig = get_config(codec)
+        self.seed = seed
+
+    def step_generator(self, device: torch.device | None = None, per_rank: bool = True) -> torch.Generator:
+        """A generator seeded by (seed, rank, global step): resumed runs draw what an uninterrupted run
+        draws. ``per_rank=False``: the same draws on every rank (for decisions all ranks must share)."""
+        rank = self.trainer.global_rank if self._trainer is not None and per_rank else 0
+        mixed = ((self.seed * 1_000_003 + rank) * 1_000_003 + self.global_step) % (2**63 - 1)
+        return torch.Generator(device=device or self.device).manual_seed(mixed)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def make_optimizer(self, params: list[torch.nn.Parameter], lr: float | None = None):
+        hp = self.hparams
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr or hp.lr, betas=tuple(hp.betas))
+
+    def make_schedule(self, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+        hp = self.hparams
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, hp.warmup_steps, total_steps, hp.min_lr_ratio))
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.trainable_parameters())
+        schedule = self.make_schedule(optimizer, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logs = self.training_loss(batch, self.step_generator())
+        self.log_all("train", loss, logs, batch["audio"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logs = self.training_loss(batch, self.step_generator())
+        self.log_all("valid", loss, logs, batch["audio"].shape[0])
+
+    def log_all(self, prefix: str, loss: torch.Tensor, logs: dict[str, torch.Tensor], batch_size: int) -> None:
+        sync = prefix == "valid"
+        self.log(f"{prefix}/loss", loss.detach(), prog_bar=True, batch_size=batch_size, sync_dist=sync)
+        for name, value in logs.items():
+            self.log(f"{prefix}/{name}", value.detach(), batch_size=batch_size, sync_dist=sync)
+
+    def training_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict with every key prefixed (``encoder.audiomae.`` etc.), detached on the CPU."""
+    return {prefix + key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+
+
+# Stage weights files ----------------------------------------------------------------------------
+def write_weights(path: Path, weights: dict[str, torch.Tensor], codec: CodecConfig, stage: str) -> Path:
+    """Save a stage's weights (SemantiCodec key names) as safetensors, with the codec config name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}
+    save_file(tensors, str(tmp), metadata={CONFIG_NAME_KEY: codec.name, STAGE_KEY: stage,
+                                           "config": json.dumps(codec.to_dict(), sort_keys=True)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_weights(path: str | os.PathLike, codec: CodecConfig, stage: str) -> dict[str, torch.Tensor]:
+    """A stage's weights file (or its run folder), checked to come from ``stage`` of this codec config."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_FILE
+    if not path.is_file():
+        raise SystemExit(f"{path}: no {stage} weights (run recipes/codec/train_{stage}.py first)")
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata() or {}
+    if meta.get(STAGE_KEY) != stage:
+        raise SystemExit(f"{path}: holds {meta.get(STAGE_KEY)!r} weights, expected {stage!r}")
+    if meta.get("config") != json.dumps(codec.to_dict(), sort_keys=True):
+        raise SystemExit(f"{path}: trained for codec config {meta.get(CONFIG_NAME_KEY)!r}, which differs from "
+                         f"{codec.name!r}")
+    return load_file(str(path))
+
+
+def load_into(module: torch.nn.Module, prefix: str, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load the ``prefix``-ed entries of ``weights`` into ``module`` (prefix removed)."""
+    state = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
+    load_state(module, state, f"{source} ({prefix}*)")
+
+
+# The run ----------------------------------------------------------------------------------------
+class ConsoleProgress(L.Callback):
+    """Prints ``[stage] step N/M loss ... (s/step)`` every ``every`` steps on rank 0 (for log files)."""
+
+    def __init__(self, stage: str, every: int) -> None:
+        self.stage, self.every = stage, max(1, every)
+        self.started = time.monotonic()
+        self.first_step = self.last_step = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == self.last_step or step % self.every or not trainer.is_global_zero:
+            return
+        elapsed = time.monotonic() - self.started
+        values = " ".join(f"{k.split('/', 1)[1]}={float(v):.4g}" for k, v in trainer.callback_metrics.items()
+                          if k.startswith("train/"))
+        print(f"[{self.stage}] step {step}/{trainer.max_steps} {values} "
+              f"({elapsed / max(1, step - self.first_step):.2f} s/step)", flush=True)
+        self.last_step = step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.first_step = trainer.global_step
+        self.started = time.monotonic()
+
+
+class StageSummary(L.Callback):
+    """Where training started (global and optimizer step) and what this rank trained on."""
+
+    def __init__(self) -> None:
+        self.start_step = self.start_optimizer_step = self.batches = 0
+        self.first_batch = ""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_step, self.start_optimizer_step = trainer.global_step, optimizer_step(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self.batches:
+            self.first_batch = hashlib.sha256(batch["audio"].cpu().numpy().tobytes()).hexdigest()[:16]
+        self.batches += 1
+
+    def report(self, trainer) -> dict:
+        return {"rank": trainer.global_rank, "world_size": trainer.world_size, "start_step": self.start_step,
+                "start_optimizer_step": self.start_optimizer_step, "global_step": trainer.global_step,
+                "optimizer_step": optimizer_step(trainer), "batches": self.batches,
+                "first_batch": self.first_batch, "parameters": parameter_digest(trainer.lightning_module)}
+
+
+def parse_args(description: str, argv: list[str] | None) -> dict:
+    """``--config FILE [section.key=value ...]`` -> the config dict (see the stage YAML headers)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="YAML file (recipes/codec/configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value")
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.overrides)
+
+
+def run_stage(config: dict, build_module: Callable[[dict, int], StageModule]) -> dict:
+    """Train one stage as configured; returns this rank's summary (also printed as CODEC_TRAIN_SUMMARY).
+
+    ``build_module(model_and_optim_kwargs, seed)`` makes the LightningModule from the ``model`` and
+    ``optim`` sections. Rank 0 writes ``<run_dir>/weights.safetensors`` when training ends.
+    """
+    seed = int(config.get("seed", 0))
+    L.seed_everything(seed, workers=True, verbose=False)
+    run_dir = Path(config.get("run_dir", "runs/codec"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = section(config, "data", AudioDataModule)
+    if "manifest" not in data:
+        raise SystemExit("data.manifest is required (the corpus manifest.jsonl)")
+    datamodule = AudioDataModule(seed=seed, **data)
+    module = build_module({**(config.get("model") or {}), **(config.get("optim") or {})}, seed)
+
+    checkpoint_dir = run_dir / "checkpoints"
+    checkpoints = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="step{step}", auto_insert_metric_name=False, save_last=True,
+        enable_version_counter=False, **section(config, "checkpoint", ModelCheckpoint),
+    )
+    summary = StageSummary()
+    trainer_options = dict(config.get("trainer") or {})
+    progress = ConsoleProgress(module.stage, int(trainer_options.get("log_every_n_steps", 50)))
+    trainer = L.Trainer(
+        default_root_dir=run_dir, logger=make_logger(config, run_dir), callbacks=[checkpoints, summary, progress],
+        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, enable_model_summary=False,
+        **trainer_options,
+    )
+    last = checkpoint_dir / "last.ckpt"
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None, weights_only=True)
+    if trainer.is_global_zero:
+        write_weights(run_dir / WEIGHTS_FILE, module.export_weights(), module.codec_config, module.stage)
+    report = summary.report(trainer)
+    print("CODEC_TRAIN_SUMMARY " + json.dumps(report), flush=True)
+    return report
+
+
+def model_kwargs(values: dict, target, seed: int) -> dict:
+    """``values`` (model + optim sections) checked against ``target``'s keyword arguments, plus the seed."""
+    return {**section({"model": values}, "model", target), "seed": seed}

@@ -1,0 +1,162 @@
+"""Stage b: fit the k-means semantic codebook on AudioMAE features, for one token rate.
+
+    python recipes/codec/train_kmeans.py --config recipes/codec/configs/kmeans_small.yaml \
+        data.manifest=data/corpus/manifest.jsonl run_dir=runs/codec-small/kmeans \
+        model.audiomae=runs/codec-small/audiomae
+
+Each step encodes a batch of 10.24-s ``train`` crops with the frozen AudioMAE (weights from stage
+a), joins patches K at a time as the codec does (``concat_patches``), drops the silent padding rows
+and makes one mini-batch k-means update (``recipes/codec/kmeans.py``). ``model.domain_sizes``
+(e.g. ``{sfx: 512, speech: 256, music: 256}``) fits one codebook per domain and concatenates them,
+as the paper does; by default one codebook covers all domains. Writes the official layout
+``<run_dir>/codebook_idx/combine_{512|256|128}_audioset_dominate/codebook_{V/2}_0.npy`` and
+``<run_dir>/weights.safetensors`` (``encoder.semantic_codebook.centroids``).
+
+Lightning counts steps by optimizer steps; k-means has no gradient, so a one-element placeholder
+parameter is stepped by a no-op SGD (lr 0) once per batch: ``max_steps``, checkpoint intervals and
+resumption then work as in the other stages, and DDP has a parameter to wrap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from codec.acoustic import silence_cutoff_rows
+from codec.checkpoints import official_files
+from codec.semantic import AudioMAE, concat_patches
+from recipes.codec.common import (
+    StageModule,
+    load_into,
+    model_kwargs,
+    parse_args,
+    read_weights,
+    run_stage,
+    segment_fbank,
+)
+from recipes.codec.kmeans import MiniBatchKMeans
+from recipes.data.manifest import DOMAINS
+
+
+class KMeansModule(StageModule):
+    """Fits ``codec``'s semantic codebook; ``audiomae``: a stage-a run folder or weights file (None: a
+    freshly initialised AudioMAE, for smoke tests only)."""
+
+    stage = "kmeans"
+
+    def __init__(self, codec: str, seed: int = 0, audiomae: str | None = None,
+                 domain_sizes: dict[str, int] | None = None, init_batches: int = 1, reseed_after: int = 20,
+                 lr: float = 0.0, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                 warmup_steps: int = 0, min_lr_ratio: float = 1.0) -> None:
+        super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        config = self.codec_config
+        self.audiomae = AudioMAE(config.audiomae).requires_grad_(False).eval()
+        if audiomae is not None:
+            load_into(self.audiomae, "encoder.audiomae.", read_weights(audiomae, config, "audiomae"), str(audiomae))
+        self.block_names = list(domain_sizes) if domain_sizes else [None]
+        sizes = list(domain_sizes.values()) if domain_sizes else [config.semantic_vocab_size]
+        unknown = sorted(set(domain_sizes or ()) - set(DOMAINS))
+        if unknown or sum(sizes) != config.semantic_vocab_size:
+            raise SystemExit(f"model.domain_sizes {domain_sizes} must name domains of {DOMAINS} and sum to the "
+                             f"semantic vocabulary size {config.semantic_vocab_size}")
+        self.kmeans = MiniBatchKMeans(sizes, config.feature_dim, reseed_after)
+        self.placeholder = torch.nn.Parameter(torch.zeros(1))
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.audiomae.eval()
+        return self
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([self.placeholder], lr=0.0)
+
+    @torch.no_grad()
+    def features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch -> (rows [B*T, F], block index int64 [B*T], -1 for silent padding rows)."""
+        config = self.codec_config
+        fbank = segment_fbank(batch["audio"])
+        rows = concat_patches(self.audiomae(fbank), config.concat_factor)
+        cutoff = silence_cutoff_rows(fbank, config.tokens_per_segment)
+        valid = torch.arange(rows.shape[1], device=rows.device)[None, :] < cutoff[:, None]
+        if self.block_names == [None]:
+            blocks = torch.zeros(len(batch["domain"]), dtype=torch.long, device=rows.device)
+        else:
+            blocks = torch.tensor([self.block_names.index(d) if d in self.block_names else -1
+                                   for d in batch["domain"]], device=rows.device)
+        blocks = torch.where(valid, blocks[:, None], -1)
+        return rows.reshape(-1, rows.shape[-1]).float(), blocks.reshape(-1)
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not (dist.is_available() and dist.is_initialized()):
+            return tensor
+        return self.all_gather(tensor).flatten(0, 1)
+
+    def reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(tensor)
+        return tensor
+
+    def kmeans_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Collect rows until ``init_batches`` batches are in (then k-means++), else one update."""
+        rows, blocks = self.features(batch)
+        generator = self.step_generator(torch.device("cpu"), per_rank=False)
+        if not self.kmeans.initialised:
+            self.pending.append((self.gather(rows), self.gather(blocks)))
+            if len(self.pending) >= self.hparams.init_batches:
+                points, point_blocks = (torch.cat(parts) for parts in zip(*self.pending))
+                try:
+                    self.kmeans.initialise(points, point_blocks, generator)
+                except ValueError as error:
+                    raise SystemExit(f"k-means++ initialisation: {error} (raise model.init_batches)") from None
+                self.pending.clear()
+            return {}
+        keep = blocks >= 0
+        return self.kmeans.update(rows[keep], blocks[keep], generator, self.reduce)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        logs = self.kmeans_step(batch)
+        self.optimizers().step()
+        if logs:
+            self.log_all("train", logs.pop("inertia"), logs, batch["audio"].shape[0])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if self.kmeans.initialised:
+            rows, blocks = self.features(batch)
+            keep = blocks >= 0
+            _, distance = self.kmeans.assign(rows[keep], blocks[keep])
+            self.log("valid/loss", distance.mean(), sync_dist=True, batch_size=batch["audio"].shape[0])
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            write_codebook(Path(self.trainer.default_root_dir), self.kmeans.centroids, self.codec_config)
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        if not self.kmeans.initialised:
+            raise SystemExit("k-means never initialised: train for more than model.init_batches steps")
+        return {"encoder.semantic_codebook.centroids": self.kmeans.centroids.detach().cpu().clone()}
+
+
+def write_codebook(run_dir: Path, centroids: torch.Tensor, config) -> Path:
+    """Save centroids [V, F] float32 as the official ``codebook_idx/.../codebook_{V/2}_0.npy`` under run_dir."""
+    path = run_dir / official_files(config.token_rate, config.semantic_vocab_size)["codebook"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, centroids.detach().cpu().float().numpy())
+    tmp.replace(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run stage b; returns this rank's summary."""
+    config = parse_args(__doc__.split("\n\n")[0], argv)
+    return run_stage(config, lambda values, seed: KMeansModule(**model_kwargs(values, KMeansModule, seed)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Stage c: the acoustic encoder (BiLSTM + projection + EMA VQ) and the latent-diffusion UNet, jointly.
+
+    python recipes/codec/train_ldm.py --config recipes/codec/configs/ldm_small.yaml \
+        data.manifest=data/corpus/manifest.jsonl run_dir=runs/codec-small/ldm \
+        model.audiomae=runs/codec-small/audiomae model.kmeans=runs/codec-small/kmeans model.vae=runs/codec-small/vae
+
+For each 10.24-s ``train`` crop: the frozen AudioMAE and k-means give features and semantic
+centroids; the BiLSTM reads [feature | centroid] (silent padding rows at -1) and its projection is
+quantised by the EMA codebook (``recipes/codec/vq.py``, straight-through gradient, commitment loss).
+The decoder conditioning is [quantised acoustic | centroid] for the clip's token budget and -1
+after it, exactly as ``SemantiCodec.decode`` builds it; with probability ``cfg_dropout`` it is
+replaced by the unconditional context (zeros, then the positions). The frozen VAE encodes the
+64-bin log-mel; its latent sample times ``scale_factor`` is the diffusion target. ``scale_factor``
+is set once, on the first training batch, to 1 / std of the latents (the official scale_by_std;
+averaged over ranks). Loss: MSE of the UNet's v-prediction + ``commitment_weight`` x commitment.
+Writes ``<run_dir>/weights.safetensors`` (encoder LSTM, projection and VQ; UNet, schedule and
+``scale_factor``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from codec.acoustic import build_lstm_input, mask_padding_rows, run_acoustic_lstm, silence_cutoff_rows
+from codec.diffusion.conditioning import build_context
+from codec.frontend import token_budget
+from codec.model import SemantiCodec
+from codec.semantic import concat_patches
+from recipes.codec.common import (
+    StageModule,
+    full_precision,
+    load_into,
+    model_kwargs,
+    parse_args,
+    read_weights,
+    run_stage,
+    segment_fbank,
+)
+from recipes.codec.train_vae import VAE_PARTS, crop_mel
+from recipes.codec.vq import EMAQuantizerTrainer
+
+TRAINED_ENCODER_PARTS = ("encoder.encoder.", "encoder.encoder_output_linear.", "encoder.quantizer.")
+
+
+class LDMModule(StageModule):
+    """Joint acoustic-encoder + UNet training of ``codec``; ``audiomae``, ``kmeans`` and ``vae`` are
+    run folders (or weights files) of stages a, b and d (None: left at initialisation, tests only)."""
+
+    stage = "ldm"
+
+    def __init__(self, codec: str, seed: int = 0, audiomae: str | None = None, kmeans: str | None = None,
+                 vae: str | None = None, cfg_dropout: float = 0.1, commitment_weight: float = 1.0,
+                 vq_decay: float = 0.9, dead_code_threshold: float = 0.0, lr: float = 1e-4,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 100,
+                 min_lr_ratio: float = 1.0) -> None:
+        super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
+        self.save_hyperparameters()
+        config = self.codec_config
+        self.codec = SemantiCodec(config).requires_grad_(False)
+        encoder, first_stage = self.codec.encoder, self.codec.decoder.first_stage_model
+        if audiomae is not None:
+            load_into(encoder.audiomae, "encoder.audiomae.", read_weights(audiomae, config, "audiomae"), audiomae)
+        if kmeans is not None:
+            load_into(encoder.semantic_codebook, "encoder.semantic_codebook.",
+                      read_weights(kmeans, config, "kmeans"), kmeans)
+        if vae is not None:
+            weights = read_weights(vae, config, "vae")
+            for part in VAE_PARTS:
+                load_into(getattr(first_stage, part), f"decoder.first_stage_model.{part}.", weights, vae)
+        for module in (encoder.encoder, encoder.encoder_output_linear, self.codec.decoder.model):
+            module.requires_grad_(True)
+        self.vq = EMAQuantizerTrainer(encoder.quantizer, vq_decay, dead_code_threshold)
+        self.register_buffer("scale_ready", torch.zeros(()))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.codec.encoder.audiomae.eval()
+        self.codec.decoder.first_stage_model.eval()
+        return self
+
+    def conditioning(self, batch: dict, generator: torch.Generator, update_codebook: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Batch -> (decoder window features [B, T, 2F] with -1 rows, commitment loss, logs)."""
+        encoder, config = self.codec.encoder, self.codec_config
+        fbank = segment_fbank(batch["audio"])
+        tokens = config.tokens_per_segment
+        with torch.no_grad(), full_precision(fbank.device):
+            features = concat_patches(encoder.audiomae(fbank), config.concat_factor)
+            centroids = encoder.semantic_codebook.lookup(encoder.semantic_codebook.nearest(features))
+            cutoff = silence_cutoff_rows(fbank, tokens)
+        lstm_input = build_lstm_input(features, centroids, cutoff)
+        acoustic = encoder.encoder_output_linear(run_acoustic_lstm(encoder.encoder, lstm_input))
+        budget = torch.tensor([min(tokens, token_budget(int(n), config.concat_factor)[1]) for n in batch["length"]],
+                              device=acoustic.device)
+        valid = torch.arange(tokens, device=acoustic.device)[None, :] < torch.minimum(cutoff, budget)[:, None]
+        quantized, commitment, logs = self.vq(acoustic, valid, generator, update_codebook)
+        window = mask_padding_rows(torch.cat([quantized, centroids], dim=-1), budget)
+        dropped = torch.rand(window.shape[0], generator=generator, device=generator.device) < self.hparams.cfg_dropout
+        window = torch.where(dropped.to(window.device)[:, None, None], torch.zeros_like(window), window)
+        return window, commitment, logs
+
+    @torch.no_grad()
+    def target_latents(self, audio: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Scaled VAE latent samples [B, 8, 256, 16] of 10.24-s crops; sets scale_factor on first use."""
+        first_stage, decoder = self.codec.decoder.first_stage_model, self.codec.decoder
+        with full_precision(audio.device):
+            latents = first_stage.encode(crop_mel(audio.float(), first_stage.downsampling)).sample(generator)
+        if not self.scale_ready:
+            moments = torch.stack([latents.sum(), latents.pow(2).sum(), torch.tensor(float(latents.numel()),
+                                                                                      device=latents.device)])
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(moments)
+            mean = moments[0] / moments[2]
+            std = (moments[1] / moments[2] - mean.pow(2)).clamp(min=1e-12).sqrt()
+            decoder.scale_factor.fill_(float(1.0 / std))
+            self.scale_ready.fill_(1)
+        return latents * decoder.scale_factor
+
+    def loss(self, batch: dict, generator: torch.Generator, update_codebook: bool) -> tuple[torch.Tensor, dict]:
+        """Batch ``audio`` [B, 163840], ``length`` [B] -> (v-MSE + commitment, logs)."""
+        window, commitment, logs = self.conditioning(batch, generator, update_codebook)
+        z0 = self.target_latents(batch["audio"], generator)
+        decoder = self.codec.decoder
+        steps = torch.randint(decoder.betas.numel(), (z0.shape[0],), generator=generator, device=generator.device)
+        steps = steps.to(z0.device)
+        noise = torch.randn(z0.shape, generator=generator, device=generator.device).to(z0.device)
+        signal = decoder.sqrt_alphas_cumprod[steps][:, None, None, None]
+        sigma = decoder.sqrt_one_minus_alphas_cumprod[steps][:, None, None, None]
+        velocity = signal * noise - sigma * z0
+        predicted = decoder.unet(signal * z0 + sigma * noise, steps, build_context(window))
+        diffusion = F.mse_loss(predicted.float(), velocity)
+        total = diffusion + self.hparams.commitment_weight * commitment
+        return total, {"diffusion": diffusion, "commitment": commitment, **logs}
+
+    def training_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        return self.loss(batch, generator, update_codebook=self.training)
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        state = self.codec.state_dict()
+        return {key: value.detach().cpu().clone() for key, value in state.items()
+                if key.startswith(TRAINED_ENCODER_PARTS)
+                or (key.startswith("decoder.") and not key.startswith("decoder.first_stage_model."))}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run stage c; returns this rank's summary."""
+    config = parse_args(__doc__.split("\n\n")[0], argv)
+    return run_stage(config, lambda values, seed: LDMModule(**model_kwargs(values, LDMModule, seed)))
+
+
+if __name__ == "__main__":
+    main()
