@@ -33,7 +33,7 @@ from lm.module import lm_loss
 from recipes.continuation.measure import KindProbe, stated_properties
 from recipes.data.manifest import read_manifest, write_text_atomic
 from recipes.lm.train import load_config as load_train_config
-from recipes.tokenize.config import flatten_overrides, load_recipe_config
+from recipes.config import flatten_overrides, load_recipe_config
 from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
 from recipes.tokenize.tokenize_corpus import evenly_spaced
 

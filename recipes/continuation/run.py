@@ -36,7 +36,7 @@ from codec.config import SAMPLE_RATE
 from lm.api import AudioGenerator
 from recipes.continuation import pipeline
 from recipes.continuation.measure import fraction_table, matches, measure, stated_properties
-from recipes.tokenize.config import load_recipe_config
+from recipes.config import load_recipe_config
 from recipes.tokenize.tokenize_corpus import evenly_spaced
 
 EVALUATE_DEFAULTS = {"split": "test", "prompts": 24, "kinds": None, "prompt_seconds": 3.0, "continue_seconds": 5.0,

@@ -23,11 +23,11 @@ import uuid
 from pathlib import Path
 
 import lightning as L
-import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from codec.tokenfile import load_tokens
+from recipes.config import load_recipe_config
 from lm.config import lm_config
 from lm.data import read_manifest
 from lm.module import AudioLMModule, TokenDataModule
@@ -38,25 +38,7 @@ SECTIONS = {"seed", "run_dir", "logger", "model", "data", "optim", "trainer", "c
 
 def load_config(path: str | Path, overrides: list[str]) -> dict:
     """The YAML file at ``path`` with ``a.b=value`` overrides applied (values parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such config file")
-    config = yaml.safe_load(path.read_text()) or {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"override {item!r} is not of the form section.key=value")
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SystemExit(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(value)
-    unknown = set(config) - SECTIONS
-    if unknown:
-        raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; known: {sorted(SECTIONS)}")
-    return config
+    return load_recipe_config(path, overrides, SECTIONS)
 
 
 def section(config: dict, name: str, target) -> dict:

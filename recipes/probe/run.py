@@ -23,7 +23,7 @@ from typing import Any
 from codec.evaluate import write_text_atomic
 from lm.probe import FEATURE_SETS, TASKS, add_probe_arguments, run_probe
 from recipes.continuation.pipeline import log_to_wandb
-from recipes.tokenize.config import load_recipe_config
+from recipes.config import load_recipe_config
 
 KNOWN_KEYS = {"manifest", "out", "codecs", "tasks", "train_split", "eval_splits", "report_split", "limit",
               "kmeans_frames", "seed", "device", "logger", "wandb"}

@@ -32,7 +32,7 @@ from codec.audio import write_audio
 from lm.api import AudioGenerator
 from recipes.continuation import pipeline
 from recipes.continuation.measure import PROPERTIES, fraction_table, matches, measure, stated_properties
-from recipes.tokenize.config import load_recipe_config
+from recipes.config import load_recipe_config
 from recipes.tokenize.tokenize_corpus import evenly_spaced
 
 EVALUATE_DEFAULTS = {"split": "test", "captions": 48, "kinds": None, "seconds": 5.0, "cfg_scales": [1.0, 3.0, 5.0],

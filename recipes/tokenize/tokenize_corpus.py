@@ -40,7 +40,7 @@ from codec.config import SAMPLE_RATE
 from codec.model import SemantiCodec
 from codec.tokenfile import TokenFileError, load_tokens, save_tokens
 from recipes.data.manifest import ManifestError, read_manifest, write_manifest, write_text_atomic
-from recipes.tokenize.config import load_recipe_config
+from recipes.config import load_recipe_config
 
 KNOWN_KEYS = {"manifest", "out", "codec", "splits", "limit", "domains", "synthetic", "shard_size",
               "encode_batch_size", "num_workers", "channel_policy", "trainer"}

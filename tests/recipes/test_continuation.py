@@ -140,7 +140,7 @@ def test_every_recipe_config_names_its_command_and_loads(config):
     from recipes.continuation.pipeline import RECIPE_KEYS, config_path
     from recipes.lm.train import load_config as load_train_config
     from recipes.probe.run import KNOWN_KEYS as PROBE_KEYS
-    from recipes.tokenize.config import flatten_overrides, load_recipe_config
+    from recipes.config import flatten_overrides, load_recipe_config
     from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
 
     recipe = config.parent.parent.name

@@ -1,4 +1,4 @@
-"""YAML recipe configurations with ``key.sub=value`` command-line overrides, shared by the recipes."""
+"""YAML recipe configurations with ``key.sub=value`` command-line overrides, shared by every recipe."""
 
 from __future__ import annotations
 
