@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import soundfile
@@ -148,6 +148,27 @@ def train_and_export(config: dict[str, Any], run_dir: Path, manifest: Path, toke
                           info={"train": summary, "token_manifest": str(manifest)})
         mark_done(run_dir, "train", key, summary)
     return model_dir, summary
+
+
+class TrainedLM(NamedTuple):
+    """What the first half of a generation recipe produced (see :func:`tokenize_and_train`)."""
+
+    manifest: Path
+    tokenize_report: dict[str, Any]
+    model_dir: Path
+    train_summary: dict[str, Any]
+    validation: dict[str, Any]
+    timings: dict[str, float]
+
+
+def tokenize_and_train(config: dict[str, Any], run_dir: Path, *, with_text: bool) -> TrainedLM:
+    """Tokenize the corpus, train the text tokenizer (``with_text``), train and export the LM, validate it."""
+    manifest, tokenize_report = prepare_tokens(config, run_dir)
+    text_model = train_text_tokenizer(config, run_dir, manifest) if with_text else None
+    model_dir, train_summary = train_and_export(config, run_dir, manifest, tokenize_report, text_model)
+    validation = validation_metrics(model_dir, manifest, train_data_settings(config, manifest))
+    timings = {"tokenize": tokenize_report["step_seconds"], "train": train_summary["seconds"]}
+    return TrainedLM(manifest, tokenize_report, model_dir, train_summary, validation, timings)
 
 
 def samples_folder(folder: Path, key: dict[str, Any]) -> Path:

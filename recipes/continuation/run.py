@@ -119,13 +119,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seed = int(config.get("seed", 0))
     run_dir = Path(config.get("run_dir", "runs/continuation"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
 
-    manifest, tokenize_report = pipeline.prepare_tokens(config, run_dir)
-    timings["tokenize"] = tokenize_report["step_seconds"]
-    model_dir, train_summary = pipeline.train_and_export(config, run_dir, manifest, tokenize_report)
-    timings["train"] = train_summary["seconds"]
-    validation = pipeline.validation_metrics(model_dir, manifest, pipeline.train_data_settings(config, manifest))
+    manifest, tokenize_report, model_dir, train_summary, validation, timings = pipeline.tokenize_and_train(
+        config, run_dir, with_text=False)
 
     started = time.monotonic()
     generator = AudioGenerator.from_pretrained(model_dir)
