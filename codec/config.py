@@ -48,6 +48,10 @@ class UNetConfig:
     num_res_blocks: int = 2
     attention_resolutions: tuple[int, ...] = (8, 4, 2)
     num_head_channels: int = 32
+    # Not in the official model (0 there): > 0 projects the conditioning rows to this many channels,
+    # averages them to the latent frame rate and concatenates them to the UNet input, so that a
+    # briefly trained model need not learn the token-to-frame alignment through cross-attention.
+    aligned_context_channels: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,9 @@ def _small(token_rate: int) -> CodecConfig:
     """Our shipped-default size: trains on a CPU-class budget, under 60 MB of float32 weights in all.
 
     A 6-block AudioMAE (features averaged over its last three blocks), a one-layer BiLSTM and a
-    three-level UNet keep every stage trainable on a few CPU cores.
+    three-level UNet keep every stage trainable on a few CPU cores; the UNet also reads the
+    conditioning aligned to its input frames (``aligned_context_channels``), which the official
+    model does not.
     """
     return CodecConfig(
         name=f"small-{token_rate}",
@@ -218,7 +224,7 @@ def _small(token_rate: int) -> CodecConfig:
         ),
         lstm_layers=1,
         unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2), attention_resolutions=(4, 2),
-                        num_res_blocks=1, num_head_channels=32),
+                        num_res_blocks=1, num_head_channels=32, aligned_context_channels=32),
         vae=VAEConfig(ch=32, ch_mult=(1, 2, 4)),
         vocoder=VocoderConfig(upsample_initial_channel=128),
     )

@@ -200,11 +200,14 @@ class SpatialTransformer(nn.Module):
 class EncodedContext:
     """Cross-attention keys/values for every cross-attention transformer, in forward order.
 
-    Built by :meth:`UNet.encode_context`; ``batch`` is the number of conditioning rows.
+    Built by :meth:`UNet.encode_context`; ``batch`` is the number of conditioning rows. ``aligned``
+    is the projected conditioning [B, aligned_context_channels, L] when the UNet concatenates it to
+    its input (``UNetConfig.aligned_context_channels`` > 0), else None.
     """
 
     keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     batch: int
+    aligned: torch.Tensor | None = None
 
 
 class UNetLevel(nn.Sequential):
@@ -258,9 +261,8 @@ class UNet(nn.Module):
                 SpatialTransformer(channels, heads, dim_head, context_dim),
             ]
 
-        self.input_blocks = nn.ModuleList(
-            [UNetLevel(nn.Conv2d(cfg.in_channels, cfg.model_channels, 3, padding=1))]
-        )
+        input_width = cfg.in_channels + cfg.aligned_context_channels
+        self.input_blocks = nn.ModuleList([UNetLevel(nn.Conv2d(input_width, cfg.model_channels, 3, padding=1))])
         skip_widths = [cfg.model_channels]
         channels, factor = cfg.model_channels, 1
         for level, width in enumerate(widths):
@@ -294,6 +296,8 @@ class UNet(nn.Module):
         self.out = nn.Sequential(
             GroupNorm32(NORM_GROUPS, channels), nn.SiLU(), nn.Conv2d(channels, cfg.out_channels, 3, padding=1)
         )
+        if cfg.aligned_context_channels:
+            self.aligned_context = nn.Linear(context_dim, cfg.aligned_context_channels)
         self._cross_transformers = [
             m for m in self.modules() if isinstance(m, SpatialTransformer) and m.context_dim is not None
         ]
@@ -310,7 +314,17 @@ class UNet(nn.Module):
                 f"UNet context must be [batch, length, {self.context_dim}], got shape {tuple(context.shape)}"
             )
         pairs = tuple(block.project_context(context) for block in self._cross_transformers)
-        return EncodedContext(keys_values=pairs, batch=context.shape[0])
+        aligned = self.aligned_context(context).transpose(1, 2) if self.cfg.aligned_context_channels else None
+        return EncodedContext(keys_values=pairs, batch=context.shape[0], aligned=aligned)
+
+    @staticmethod
+    def _with_aligned_context(x: torch.Tensor, aligned: torch.Tensor | None) -> torch.Tensor:
+        """x [B, C, T, F] and aligned [B, A, L] -> [B, C + A, T, F]: rows averaged (or repeated) to T
+        frames, broadcast over F."""
+        if aligned is None:
+            return x
+        frames = F.adaptive_avg_pool1d(aligned.to(x.dtype), x.shape[2])
+        return torch.cat([x, frames[..., None].expand(-1, -1, -1, x.shape[3])], dim=1)
 
     def forward(
         self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | EncodedContext
@@ -322,7 +336,7 @@ class UNet(nn.Module):
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
         pending = iter(context.keys_values)
         skips = []
-        h = x
+        h = self._with_aligned_context(x, context.aligned)
         for block in self.input_blocks:
             h = block(h, emb, pending)
             skips.append(h)

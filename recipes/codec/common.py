@@ -222,8 +222,18 @@ def write_weights(path: Path, weights: dict[str, torch.Tensor], codec: CodecConf
     return path
 
 
+# Config sections a stage neither trains nor reads: its weights stay valid when only these differ.
+SECTIONS_UNUSED_BY_STAGE = {"audiomae": ("unet",), "kmeans": ("unet",), "vae": ("unet",), "vocoder": ("unet",)}
+
+
+def _stage_view(config: dict, stage: str) -> str:
+    view = {key: value for key, value in config.items() if key not in SECTIONS_UNUSED_BY_STAGE.get(stage, ())}
+    return json.dumps(view, sort_keys=True)
+
+
 def read_weights(path: str | os.PathLike, codec: CodecConfig, stage: str) -> dict[str, torch.Tensor]:
-    """A stage's weights file (or its run folder), checked to come from ``stage`` of this codec config."""
+    """A stage's weights file (or its run folder), checked to come from ``stage`` of this codec config
+    (sections the stage does not use, see ``SECTIONS_UNUSED_BY_STAGE``, may differ)."""
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_FILE
@@ -233,9 +243,13 @@ def read_weights(path: str | os.PathLike, codec: CodecConfig, stage: str) -> dic
         meta = handle.metadata() or {}
     if meta.get(STAGE_KEY) != stage:
         raise SystemExit(f"{path}: holds {meta.get(STAGE_KEY)!r} weights, expected {stage!r}")
-    if meta.get("config") != json.dumps(codec.to_dict(), sort_keys=True):
+    trained_for = json.loads(meta.get("config", "{}"))
+    if _stage_view(trained_for, stage) != _stage_view(codec.to_dict(), stage):
+        wanted = codec.to_dict()
+        differing = sorted(key for key in set(wanted) | set(trained_for)
+                           if key not in SECTIONS_UNUSED_BY_STAGE.get(stage, ()) and wanted.get(key) != trained_for.get(key))
         raise SystemExit(f"{path}: trained for codec config {meta.get(CONFIG_NAME_KEY)!r}, which differs from "
-                         f"{codec.name!r}")
+                         f"{codec.name!r} in {', '.join(differing)}")
     return load_file(str(path))
 
 

@@ -122,3 +122,46 @@ def test_bad_inputs_are_named(small_unet: UNet, x_shape, timesteps, context_shap
 def test_bad_widths_are_rejected() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         UNet(UNetConfig(model_channels=48, channel_mult=(1,), attention_resolutions=(), num_head_channels=16), 8)
+
+
+# Aligned conditioning (our small configs only) ------------------------------------------------
+ALIGNED_UNET = UNetConfig(model_channels=32, channel_mult=(1, 1), attention_resolutions=(2,), num_head_channels=16,
+                          aligned_context_channels=4)
+
+
+def test_aligned_context_is_absent_from_official_configs() -> None:
+    config = official_config(100)
+    assert config.unet.aligned_context_channels == 0
+    with torch.device("meta"):
+        unet = UNet(config.unet, config.context_dim)
+    assert not [key for key in unet.state_dict() if key.startswith("aligned_context")]
+    assert unet.input_blocks[0][0].in_channels == config.unet.in_channels
+
+
+@pytest.mark.parametrize("rows", [8, 2])
+def test_aligned_context_rows_land_on_their_latent_frames(rows: int) -> None:
+    aligned = torch.arange(rows, dtype=torch.float32).repeat(1, 3, 1)  # [1, 3, rows], row i holds i
+    x = torch.zeros(1, 8, 4, 2)
+    joined = UNet._with_aligned_context(x, aligned)
+    assert joined.shape == (1, 11, 4, 2)
+    assert torch.equal(joined[:, :8], x)
+    # 8 rows -> 4 frames average row pairs; 2 rows -> 4 frames repeat each row twice.
+    expected = torch.tensor([0.5, 2.5, 4.5, 6.5]) if rows == 8 else torch.tensor([0.0, 0.0, 1.0, 1.0])
+    for channel in range(8, 11):
+        for freq in range(2):
+            assert torch.equal(joined[0, channel, :, freq], expected)
+
+
+def test_aligned_context_is_cached_and_changes_the_output() -> None:
+    torch.manual_seed(0)
+    unet = UNet(ALIGNED_UNET, FIXTURE_CONTEXT_DIM).eval()
+    assert unet.input_blocks[0][0].in_channels == 8 + 4
+    x, t = torch.randn(2, 8, 8, 4), torch.tensor([10, 500])
+    context = torch.randn(2, 16, FIXTURE_CONTEXT_DIM)
+    with torch.no_grad():
+        direct = unet(x, t, context)
+        cached = unet(x, t, unet.encode_context(context))
+        unet.aligned_context.weight.mul_(2.0)  # only the aligned path sees this
+        changed = unet(x, t, context)
+    assert torch.equal(direct, cached)
+    assert (direct - changed).abs().max().item() > 1e-4

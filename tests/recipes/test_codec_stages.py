@@ -137,3 +137,22 @@ def test_bad_inputs_get_clear_errors(corpus, tmp_path):
                      f"run_dir={tmp_path / 'km'}", "model.domain_sizes={speech: 10}"])
     with pytest.raises(ValueError, match="10.24-s crops"):
         segment_fbank(torch.zeros(2, SEGMENT_SAMPLES - 1))
+
+
+def test_stage_weights_fit_configs_that_differ_only_in_parts_the_stage_does_not_use(tmp_path):
+    import dataclasses
+
+    from codec.config import get_config
+    from recipes.codec.common import write_weights
+
+    config = get_config("tiny-100")
+    weights = {"encoder.audiomae.x": torch.zeros(2)}
+    path = write_weights(tmp_path / "w.safetensors", weights, config, "audiomae")
+    other_unet = dataclasses.replace(config, unet=dataclasses.replace(config.unet, aligned_context_channels=8))
+    assert torch.equal(read_weights(path, other_unet, "audiomae")["encoder.audiomae.x"], weights["encoder.audiomae.x"])
+    other_audiomae = dataclasses.replace(config, audiomae=dataclasses.replace(config.audiomae, depth=2))
+    with pytest.raises(SystemExit, match="differs"):
+        read_weights(path, other_audiomae, "audiomae")
+    ldm = write_weights(tmp_path / "ldm.safetensors", weights, config, "ldm")
+    with pytest.raises(SystemExit, match="differs"):
+        read_weights(ldm, other_unet, "ldm")
