@@ -25,18 +25,23 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     return config
 
 
-def load_recipe_config(path: str | Path, overrides: list[str], known: set[str]) -> dict[str, Any]:
-    """The YAML mapping at ``path`` with overrides applied; top-level keys must lie in ``known``."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in the file at ``path``; a one-line error when it is missing, invalid or not a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"{path}: no such config file")
+        raise SystemExit(f"{path}: no such config file (it does not exist)")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise SystemExit(f"{path}: not valid YAML ({error})") from None
     if not isinstance(config, dict):
         raise SystemExit(f"{path}: the config must be a mapping")
-    apply_overrides(config, overrides)
+    return config
+
+
+def load_recipe_config(path: str | Path, overrides: list[str], known: set[str]) -> dict[str, Any]:
+    """The YAML mapping at ``path`` with overrides applied; top-level keys must lie in ``known``."""
+    config = apply_overrides(read_config_file(path), overrides)
     unknown = sorted(set(config) - known)
     if unknown:
         raise SystemExit(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")

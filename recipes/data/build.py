@@ -21,8 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from recipes.config import read_config_file
 from recipes.data.clips import ClipSettings, JobResult, run_job
 from recipes.data.install import CommandRunner, InstallReport, ensure_packages, run_command
 from recipes.data.manifest import write_manifest, write_text_atomic
@@ -171,20 +170,6 @@ def _check_unique(rows: list[dict[str, Any]]) -> None:
         seen.add(row["id"])
 
 
-def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read the YAML build configuration at ``path``; a clear error when it is missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"error: config file {path} does not exist")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise SystemExit(f"error: config file {path} is not valid YAML ({error})") from None
-    if not isinstance(config, dict):
-        raise SystemExit(f"error: config file {path} must hold a mapping")
-    return config
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 even when some sources were skipped)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -196,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="worker processes")
     parser.add_argument("--families", nargs="*", choices=REAL_FAMILIES, help="real-recording families to build")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = read_config_file(args.config)
     synthetic = dict(config.get("synthetic", {}))
     if args.synthetic_clips is not None:
         synthetic["clips"] = args.synthetic_clips
