@@ -69,7 +69,8 @@ class LatentDiffusionDecoder(nn.Module):
         """The guided v-predictor for window features [B, W, 2F]: (x [B, C, T, F], t [B]) -> v.
 
         Conditioning keys/values are projected once here; guidance runs [uncond; cond] as one
-        batched UNet call, and is skipped entirely when ``cfg_scale`` is 1.
+        batched UNet call that shares its context-free first layers, and is skipped entirely when
+        ``cfg_scale`` is 1.
         """
         unet = self.unet
         context = build_context(features)
@@ -79,7 +80,7 @@ class LatentDiffusionDecoder(nn.Module):
         batch, window, width = features.shape
         uncond = unconditional_context(batch, window, width, device=features.device, dtype=features.dtype)
         encoded = unet.encode_context(torch.cat([uncond, context]))
-        return classifier_free_guidance(lambda x, t: unet(x, t, encoded), cfg_scale)
+        return classifier_free_guidance(lambda x, t: unet.forward_guidance_pair(x, t, encoded), cfg_scale)
 
     @torch.no_grad()
     def sample_latents(

@@ -28,13 +28,14 @@ SAMPLERS = ("ddim", "dpmpp2m")
 
 
 def classifier_free_guidance(paired: VelocityModel, scale: float) -> VelocityModel:
-    """Guided v = v_u + scale * (v_c - v_u) from ``paired``, which evaluates a 2B batch [uncond; cond].
+    """Guided v = v_u + scale * (v_c - v_u) from ``paired``: (x [B], t [B]) -> [v_u; v_c] [2B].
 
-    One batched forward replaces the official two batch-B calls (same values up to float32 noise).
+    One batched forward (e.g. :meth:`~codec.diffusion.unet.UNet.forward_guidance_pair`) replaces
+    the official two batch-B calls (same values up to float32 noise).
     """
 
     def guided(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        v_uncond, v_cond = paired(torch.cat([x, x]), torch.cat([timesteps, timesteps])).chunk(2)
+        v_uncond, v_cond = paired(x, timesteps).chunk(2)
         return v_uncond + scale * (v_cond - v_uncond)
 
     return guided

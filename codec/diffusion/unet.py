@@ -214,10 +214,17 @@ class UNetLevel(nn.Sequential):
     """One input/middle/output block: ResBlocks, SpatialTransformers and resamplers in order."""
 
     def forward(  # type: ignore[override]
-        self, x: torch.Tensor, emb: torch.Tensor, context: Iterator[tuple[torch.Tensor, torch.Tensor]]
+        self,
+        x: torch.Tensor,
+        emb: torch.Tensor,
+        context: Iterator[tuple[torch.Tensor, torch.Tensor]],
+        layers: slice = slice(None),
     ) -> torch.Tensor:
-        """x [B, C, H, W], emb [B, E]; cross-attention transformers take the next keys/values of ``context``."""
-        for layer in self:
+        """x [B, C, H, W], emb [B, E]; cross-attention transformers take the next keys/values of ``context``.
+
+        ``layers`` runs only part of the block (the guidance pair splits one block in two).
+        """
+        for layer in list(self)[layers]:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
@@ -301,6 +308,12 @@ class UNet(nn.Module):
         self._cross_transformers = [
             m for m in self.modules() if isinstance(m, SpatialTransformer) and m.context_dim is not None
         ]
+        # (input block, layer) of the first cross-attention: everything before it ignores the context.
+        self._first_cross = next(
+            ((b, i) for b, block in enumerate(self.input_blocks) for i, layer in enumerate(block)
+             if isinstance(layer, SpatialTransformer) and layer.context_dim is not None),
+            None,
+        )
 
     @property
     def downsampling(self) -> int:
@@ -334,10 +347,46 @@ class UNet(nn.Module):
             context = self.encode_context(context)
         self._check_inputs(x, timesteps, context)
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
-        pending = iter(context.keys_values)
-        skips = []
         h = self._with_aligned_context(x, context.aligned)
-        for block in self.input_blocks:
+        return self._from_input_block(0, h, emb, [], iter(context.keys_values))
+
+    def forward_guidance_pair(self, x: torch.Tensor, timesteps: torch.Tensor, context: EncodedContext) -> torch.Tensor:
+        """v for the batch [x; x] at [t; t] under a 2B-row context [uncond; cond] -> [2B, C, T, F].
+
+        Equals ``forward(cat([x, x]), cat([t, t]), context)``, but the layers before the first
+        cross-attention (they never see the context) run once on the B rows: the full-resolution
+        ResBlocks and the first self-attention pair, about a tenth of the official UNet's work.
+        """
+        if context.aligned is not None or self._first_cross is None:  # the input itself depends on the context
+            return self(torch.cat([x, x]), torch.cat([timesteps, timesteps]), context)
+        if context.batch != 2 * x.shape[0]:
+            raise ValueError(f"guidance context batch {context.batch} must be twice the latent batch {x.shape[0]}")
+        self._check_inputs(x, timesteps, EncodedContext(context.keys_values, x.shape[0]))
+        emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
+        block, layer = self._first_cross
+        h, skips, nothing = x, [], iter(())
+        for shared in self.input_blocks[:block]:
+            h = shared(h, emb, nothing)
+            skips.append(h)
+        h = self.input_blocks[block](h, emb, nothing, slice(None, layer))
+
+        def pair(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t, t])
+
+        pending = iter(context.keys_values)
+        h = self.input_blocks[block](pair(h), pair(emb), pending, slice(layer, None))
+        return self._from_input_block(block + 1, h, pair(emb), [pair(s) for s in skips] + [h], pending)
+
+    def _from_input_block(
+        self,
+        first: int,
+        h: torch.Tensor,
+        emb: torch.Tensor,
+        skips: list[torch.Tensor],
+        pending: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        """Run input blocks ``first``.. (``skips`` holds the earlier blocks' outputs), middle and output."""
+        for block in self.input_blocks[first:]:
             h = block(h, emb, pending)
             skips.append(h)
         h = self.middle_block(h, emb, pending)

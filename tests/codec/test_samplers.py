@@ -227,7 +227,7 @@ def test_batched_guidance_equals_two_separate_passes(fixture_unet: UNet) -> None
     cond = build_context(features)
     uncond = unconditional_context(windows, 16, 64)
     encoded = fixture_unet.encode_context(torch.cat([uncond, cond]))
-    guided = classifier_free_guidance(lambda x_in, t_in: fixture_unet(x_in, t_in, encoded), 2.0)
+    guided = classifier_free_guidance(lambda x_in, t_in: fixture_unet.forward_guidance_pair(x_in, t_in, encoded), 2.0)
     with torch.no_grad():
         batched = guided(x, t)
         separate = []

@@ -60,6 +60,29 @@ def test_single_items_match_the_batch(fixture_unet: UNet, fixture5: dict[str, to
     assert (batched - single).abs().max().item() <= 5e-5
 
 
+@pytest.mark.parametrize("config", [FIXTURE_UNET, UNetConfig(model_channels=32, channel_mult=(1, 1, 1),
+                                                                 attention_resolutions=(4,), num_head_channels=16)])
+def test_guidance_pair_equals_the_doubled_batch(config: UNetConfig, fixture5: dict[str, torch.Tensor]) -> None:
+    torch.manual_seed(0)
+    unet = UNet(config, FIXTURE_CONTEXT_DIM).eval()
+    if config == FIXTURE_UNET:
+        unet.load_state_dict({k[len(PREFIX) :]: v for k, v in fixture5.items() if k.startswith(PREFIX)})
+    x, t = torch.randn(2, 8, 16, 8), torch.tensor([3, 801])
+    encoded = unet.encode_context(torch.randn(4, 16, FIXTURE_CONTEXT_DIM))
+    with torch.no_grad():
+        paired = unet.forward_guidance_pair(x, t, encoded)
+        doubled = unet(torch.cat([x, x]), torch.cat([t, t]), encoded)
+    assert paired.shape == (4, 8, 16, 8)
+    assert (paired - doubled).abs().max().item() <= 1e-5
+    assert (paired[:2] - paired[2:]).abs().max().item() > 1e-3  # the two halves did see different contexts
+
+
+def test_guidance_pair_needs_a_context_twice_the_batch(small_unet: UNet) -> None:
+    encoded = small_unet.encode_context(torch.zeros(3, 3, 20))
+    with pytest.raises(ValueError, match="must be twice the latent batch"):
+        small_unet.forward_guidance_pair(torch.zeros(2, 8, 8, 8), torch.tensor([1, 2]), encoded)
+
+
 def _official_unet_shapes(token_rate: int) -> dict[str, tuple[int, ...]]:
     path = KEYS_DIR / f"keys_decoder_{token_rate}.txt"
     if not path.is_file():
@@ -165,3 +188,12 @@ def test_aligned_context_is_cached_and_changes_the_output() -> None:
         changed = unet(x, t, context)
     assert torch.equal(direct, cached)
     assert (direct - changed).abs().max().item() > 1e-4
+
+
+def test_guidance_pair_with_aligned_context_runs_the_doubled_batch() -> None:
+    torch.manual_seed(0)
+    unet = UNet(ALIGNED_UNET, FIXTURE_CONTEXT_DIM).eval()
+    x, t = torch.randn(1, 8, 8, 4), torch.tensor([10])
+    encoded = unet.encode_context(torch.randn(2, 16, FIXTURE_CONTEXT_DIM))
+    with torch.no_grad():
+        assert torch.equal(unet.forward_guidance_pair(x, t, encoded), unet(torch.cat([x, x]), torch.cat([t, t]), encoded))
