@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import random
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -32,7 +32,7 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One clip: its shard file, index inside the shard, frame count, caption and split."""
+    """One clip: its shard file, index inside the shard, frame count, caption, split and all its fields."""
 
     tokens: Path
     item: int
@@ -40,6 +40,8 @@ class ManifestRow:
     caption: str | None
     split: str
     where: str  # "manifest.jsonl:12", for error messages
+    # The row as written (labels, audio, ...), for readers other than the LM such as lm/probe.py.
+    record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRow]:
@@ -73,6 +75,7 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRo
                 caption=caption if isinstance(caption, str) and caption.strip() else None,
                 split=record["split"],
                 where=where,
+                record=record,
             ))
     return rows
 

@@ -1,6 +1,14 @@
 """Semantic probing: how much do a codec's tokens say about a clip's domain, class, instrument, language?
 
     semanticodec probe --manifest data/corpus/manifest.jsonl --model runs/small-50 -o probe/ --seed 0
+    semanticodec probe --tokens data/tokens/default/manifest.jsonl --model default -o probe/ --seed 0
+
+With ``--manifest`` every clip is encoded by the codec. With ``--tokens`` (instead of
+``--manifest``) the clips, splits and labels are the rows of a token manifest written by
+``recipes/tokenize/tokenize_corpus.py`` and their tokens are read from its token files, which must
+have been made by the codec ``--model`` names (its codebooks give the embeddings below); each
+row's ``audio`` (relative to the token manifest's folder) is still read for the mel baseline.
+Both give the same features for the same tokens.
 
 Each clip becomes four clip-level vectors, each the mean and standard deviation over time of a
 frame embedding:
@@ -28,11 +36,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from codec.tokenfile import TokenFile
 
 TASKS = ("domain", "class", "instrument", "language")
 FEATURE_SETS = ("semantic", "acoustic", "both", "mel-kmeans")
@@ -194,13 +205,20 @@ class ProbeClip:
 
 
 @torch.inference_mode()
-def codec_features(codec, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Pooled token embeddings of one 16-kHz waveform [N]: ``semantic`` [2F], ``acoustic`` [2F], ``both`` [4F]."""
-    tokens, lengths = codec.encode_waveforms([wave.to(codec.device)])
-    ids = tokens[0, : int(lengths[0])]
+def token_features(codec, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Pooled embeddings of one clip's codec tokens int64 [T, 2] (T >= 1; semantic, acoustic id):
+    ``semantic`` [2F] (k-means centroids), ``acoustic`` [2F] (VQ code vectors), ``both`` [4F]."""
+    ids = ids.to(codec.device)
     semantic = pool(codec.encoder.semantic_codebook.lookup(ids[:, 0]).cpu())
     acoustic = pool(codec.encoder.quantizer.lookup(ids[:, 1]).cpu())
     return {"semantic": semantic, "acoustic": acoustic, "both": torch.cat([semantic, acoustic])}
+
+
+@torch.inference_mode()
+def codec_features(codec, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`token_features` of the tokens the codec gives for one 16-kHz waveform [N]."""
+    tokens, lengths = codec.encode_waveforms([wave.to(codec.device)])
+    return token_features(codec, tokens[0, : int(lengths[0])])
 
 
 def add_mel_kmeans_features(clips: list[ProbeClip], vocab_size: int, train_split: str, *, seed: int,
@@ -260,7 +278,10 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``semanticodec probe`` options to ``parser``."""
-    parser.add_argument("--manifest", required=True, help="JSON Lines manifest with split and label fields")
+    clips = parser.add_mutually_exclusive_group(required=True)
+    clips.add_argument("--manifest", help="JSON Lines manifest with split and label fields (clips are encoded)")
+    clips.add_argument("--tokens", metavar="TOKEN_MANIFEST",
+                       help="token manifest of recipes/tokenize (tokens read, not encoded; made by --model)")
     parser.add_argument("-o", "--output", required=True, help="output folder")
     parser.add_argument("--model", default="default",
                         help="shipped name, save_pretrained folder or official-<rate>-<vocab> (default: %(default)s)")
@@ -275,10 +296,26 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of k-means and probes (default: %(default)s)")
 
 
-def _load_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[list[ProbeClip], list[str]]:
+def _audio(path: Path) -> torch.Tensor:
+    """The clip at ``path`` as float32 [N] at 16 kHz; ValueError if unreadable or shorter than a mel frame."""
     from codec.audio import load_audio
+    from codec.frontend import MEL_N_FFT
+
+    wave = load_audio(path)
+    if wave.numel() <= MEL_N_FFT // 2:
+        raise ValueError(f"{path}: clip of {wave.numel()} samples is too short")
+    return wave
+
+
+def _mel_frames(wave: torch.Tensor) -> torch.Tensor:
+    """Log-mel frames [frames, 64] of a 16-kHz waveform [N] (the baseline's input)."""
+    from codec.frontend import log_mel_64
+
+    return log_mel_64(wave).T.contiguous()
+
+
+def _load_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[list[ProbeClip], list[str]]:
     from codec.evaluate import read_manifest_clips
-    from codec.frontend import MEL_N_FFT, log_mel_64
 
     clips, problems = [], []
     for split in splits:
@@ -286,21 +323,74 @@ def _load_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[lis
         problems += bad_rows if split == splits[0] else []
         for clip in tqdm(rows, desc=f"features {split}", unit="clip"):
             try:
-                wave = load_audio(clip.path)
-                if wave.numel() <= MEL_N_FFT // 2:
-                    raise ValueError(f"{clip.path}: clip of {wave.numel()} samples is too short")
+                wave = _audio(clip.path)
                 features = codec_features(codec, wave)
             except (ValueError, RuntimeError) as error:  # AudioError is a ValueError: report, go on
                 problems.append(str(error))
                 continue
-            clips.append(ProbeClip(clip.id, split, clip.row, features, log_mel_64(wave).T.contiguous()))
+            clips.append(ProbeClip(clip.id, split, clip.row, features, _mel_frames(wave)))
+    return clips, problems
+
+
+def _token_file(path: Path, codec, manifest: Path) -> TokenFile | str:
+    """The token file at ``path`` (a TokenFile), or why it cannot be used (a str).
+
+    Raises ValueError naming ``manifest`` when another codec made the file: its ids would index
+    the wrong codebooks, so that is a configuration error, not a bad clip.
+    """
+    from codec.tokenfile import TokenFileError, check_identity, load_tokens
+
+    try:
+        tokens = load_tokens(path)
+    except TokenFileError as error:
+        return str(error)
+    try:
+        check_identity(tokens.codec, codec.config, str(path))
+    except TokenFileError as error:
+        raise ValueError(f"token manifest {manifest}: {error}; probe it with the codec that made it "
+                         "(--model) or tokenize the corpus with this one") from None
+    return tokens
+
+
+def _load_token_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[list[ProbeClip], list[str]]:
+    from lm.data import read_manifest
+
+    manifest = Path(args.tokens)
+    try:
+        rows = read_manifest(manifest)
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    clips, problems = [], []
+    shard: dict[Path, TokenFile | str] = {}  # the last token file read: rows come shard by shard, in manifest order
+    for split in splits:
+        chosen = [row for row in rows if row.split == split][: args.limit]
+        for row in tqdm(chosen, desc=f"features {split} (tokens)", unit="clip"):
+            if row.tokens not in shard:
+                shard = {row.tokens: _token_file(row.tokens, codec, manifest)}
+            tokens = shard[row.tokens]
+            audio = row.record.get("audio")
+            try:
+                if isinstance(tokens, str):
+                    raise ValueError(tokens)
+                if row.item >= len(tokens.lengths) or int(tokens.lengths[row.item]) != row.frames:
+                    raise ValueError(f"{row.tokens} has no item {row.item} of {row.frames} frames")
+                if not isinstance(audio, str) or not audio:
+                    raise ValueError("no 'audio' path")
+                wave = _audio(manifest.parent / audio)
+                features = token_features(codec, tokens.tokens[row.item, : row.frames])
+            except (ValueError, RuntimeError) as error:  # bad token file or audio: report, go on
+                problems.append(f"{row.where}: {error}")
+                continue
+            clip_id = str(row.record.get("id") or audio)
+            clips.append(ProbeClip(clip_id, split, row.record, features, _mel_frames(wave)))
     return clips, problems
 
 
 def run_probe(args: argparse.Namespace) -> int:
     """Run ``semanticodec probe`` (options from :func:`add_probe_arguments`); 0, or 1 if clips were skipped.
 
-    Raises ValueError for a configuration problem (unknown task, no training clips, ...).
+    Raises ValueError for a configuration problem (unknown task, no training clips, token files of
+    another codec, ...).
     """
     from codec.evaluate import ModelSpec, load_codec, write_text_atomic
 
@@ -312,11 +402,13 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit <= 0:
         raise ValueError(f"--limit must be a positive number of clips, got {args.limit}")
     codec = load_codec(ModelSpec(args.model, args.model, args.checkpoint_path), args.device)
-    clips, problems = _load_clips(args, codec, [args.train_split, *eval_splits])
+    load = _load_token_clips if args.tokens else _load_clips
+    clips, problems = load(args, codec, [args.train_split, *eval_splits])
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if not any(clip.split == args.train_split for clip in clips):
-        raise ValueError(f"manifest {args.manifest} has no usable clips in the training split {args.train_split!r}")
+        source = f"token manifest {args.tokens}" if args.tokens else f"manifest {args.manifest}"
+        raise ValueError(f"{source} has no usable clips in the training split {args.train_split!r}")
     centroids = add_mel_kmeans_features(clips, codec.config.semantic_vocab_size, args.train_split,
                                         seed=args.seed, max_frames=args.kmeans_frames)
     results = [result for task in tasks
@@ -333,4 +425,4 @@ def run_probe(args: argparse.Namespace) -> int:
 
 
 __all__ = ["FEATURE_SETS", "TASKS", "accuracy_and_macro_f1", "add_probe_arguments", "kmeans", "pool", "run_probe",
-           "task_label", "train_linear_probe", "train_mlp_probe"]
+           "task_label", "token_features", "train_linear_probe", "train_mlp_probe"]

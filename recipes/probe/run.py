@@ -6,8 +6,10 @@ For each codec in ``codecs`` (label -> shipped name, ``save_pretrained`` folder 
 ``official-<rate>-<vocab>``), ``lm/probe.py`` (``semanticodec probe``) fits linear and MLP probes
 on pooled semantic, acoustic, semantic+acoustic and mel-k-means features for each task the
 manifest labels (domain, sound class, instrument family, language) and scores them on the
-evaluation splits; its own outputs go to ``<out>/<label>/``. A codec whose results exist with the
-same settings is skipped, so a killed run resumes. Then ``<out>/probe.md`` gathers one table: a
+evaluation splits; its own outputs go to ``<out>/<label>/``. A codec listed under ``tokens``
+(label -> token manifest of ``recipes/tokenize/tokenize_corpus.py``, made from ``manifest`` by that
+codec) is probed from those tokens (``--tokens``) instead of encoding every clip again. A codec
+whose results exist with the same settings is skipped, so a killed run resumes. Then ``<out>/probe.md`` gathers one table: a
 row per (task, features), a column pair (linear / MLP accuracy on ``report_split``) per codec,
 and the majority-class accuracy. ``<out>/probe.json`` holds every number and the time per codec.
 """
@@ -25,15 +27,20 @@ from lm.probe import FEATURE_SETS, TASKS, add_probe_arguments, run_probe
 from recipes.continuation.pipeline import log_to_wandb
 from recipes.config import load_recipe_config
 
-KNOWN_KEYS = {"manifest", "out", "codecs", "tasks", "train_split", "eval_splits", "report_split", "limit",
+KNOWN_KEYS = {"manifest", "out", "codecs", "tokens", "tasks", "train_split", "eval_splits", "report_split", "limit",
               "kmeans_frames", "seed", "device", "logger", "wandb"}
 
 
-def probe_arguments(config: dict[str, Any], source: str, output: Path) -> argparse.Namespace:
-    """The ``semanticodec probe`` options for one codec, parsed by the probe's own parser."""
+def probe_arguments(config: dict[str, Any], source: str, output: Path, tokens: str | None = None
+                    ) -> argparse.Namespace:
+    """The ``semanticodec probe`` options for one codec, parsed by the probe's own parser.
+
+    With ``tokens`` (a token manifest made by that codec) the clips come from it, not from ``manifest``.
+    """
     parser = argparse.ArgumentParser()
     add_probe_arguments(parser)
-    argv = ["--manifest", str(config["manifest"]), "-o", str(output), "--model", source,
+    clips = ["--tokens", tokens] if tokens else ["--manifest", str(config["manifest"])]
+    argv = [*clips, "-o", str(output), "--model", source,
             "--device", str(config.get("device", "cpu")), "--tasks", ",".join(config.get("tasks") or TASKS),
             "--train-split", str(config.get("train_split", "train")),
             "--eval-splits", ",".join(config.get("eval_splits") or ["valid", "test"]),
@@ -43,9 +50,11 @@ def probe_arguments(config: dict[str, Any], source: str, output: Path) -> argpar
     return parser.parse_args(argv)
 
 
-def probe_codec(config: dict[str, Any], label: str, source: str, out: Path) -> dict[str, Any]:
-    """Run (or reuse) the probe of one codec; returns its ``probe.json`` report plus ``seconds``."""
-    args = probe_arguments(config, source, out / label)
+def probe_codec(config: dict[str, Any], label: str, source: str, out: Path, tokens: str | None = None
+                ) -> dict[str, Any]:
+    """Run (or reuse) the probe of one codec (from its token manifest ``tokens`` if given); returns its
+    ``probe.json`` report plus ``seconds``."""
+    args = probe_arguments(config, source, out / label, tokens)
     report_path = out / label / "probe.json"
     settings = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, type(None)))}
     if report_path.is_file():
@@ -93,12 +102,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     codecs = {label: source for label, source in (config.get("codecs") or {}).items() if source}
     if not codecs or not config.get("manifest"):
         raise SystemExit(f"{args.config}: 'manifest' and at least one entry under 'codecs' are required")
+    tokens = config.get("tokens") or {}
+    if not isinstance(tokens, dict):
+        raise SystemExit(f"{args.config}: 'tokens' must map codec labels to token manifests")
+    strays = sorted(str(label) for label, path in tokens.items() if path and label not in (config.get("codecs") or {}))
+    if strays:
+        raise SystemExit(f"{args.config}: 'tokens' names codec(s) {strays} that are not under 'codecs'")
     out = Path(config.get("out", "runs/probe"))
     split = str(config.get("report_split", "test"))
     reports = {}
     for label, source in codecs.items():
+        manifest = tokens.get(label)
         try:
-            reports[label] = probe_codec(config, str(label), str(source), out)
+            reports[label] = probe_codec(config, str(label), str(source), out, str(manifest) if manifest else None)
         except ValueError as error:  # a configuration problem (unknown codec, no training clips...)
             raise SystemExit(f"[probe {label}] {error}") from None
     table = combined_table(reports, split)

@@ -1,11 +1,14 @@
-"""The probing recipe: one table over codecs of two token rates, resumable per codec."""
+"""The probing recipe: one table over codecs of two token rates, resumable per codec; probing from tokens."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from codec.config import get_config
 from codec.model import SemantiCodec
@@ -13,10 +16,13 @@ from recipes.data.build import build_corpus
 from recipes.data.clips import ClipSettings
 from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
+from lm import probe
 from recipes.probe import run as probe_recipe
+from recipes.tokenize.tokenize_corpus import main as tokenize
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "probe" / "configs" / "tiny.yaml"
+TOKENIZE_TINY = REPO / "recipes" / "tokenize" / "configs" / "tiny.yaml"
 
 
 def _no_apt(command):  # never install anything: dpkg answers "not installed"
@@ -58,3 +64,65 @@ def test_one_table_for_every_codec_and_a_rerun_reuses_the_results(world, monkeyp
     assert json.dumps(again["reports"], sort_keys=True) == json.dumps(combined["reports"], sort_keys=True)
     with pytest.raises(SystemExit, match="at least one entry under 'codecs'"):
         probe_recipe.main([*argv, "codecs={}"])
+
+
+@pytest.fixture(scope="module")
+def token_manifest(world) -> Path:
+    """The world tokenized by the tiny-100 codec (recipes/tokenize), in shards of 5 clips."""
+    out = world / "tokens-100"
+    tokenize(["--config", str(TOKENIZE_TINY), f"manifest={world / 'world' / 'manifest.jsonl'}", f"out={out}",
+              f"codec={world / 'codec-100'}", "shard_size=5", "trainer.accelerator=cpu", "synthetic=null"])
+    return out / "manifest.jsonl"
+
+
+def test_probing_from_tokens_gives_the_features_and_results_of_encoding(world, token_manifest, monkeypatch):
+    seen = {}  # run -> {clip id: features}, as they are when the probes are fitted
+    fit = probe.add_mel_kmeans_features
+
+    def recording(clips, *args, **kwargs):
+        centroids = fit(clips, *args, **kwargs)
+        seen[len(seen)] = {clip.id: clip.features for clip in clips}
+        return centroids
+
+    monkeypatch.setattr(probe, "add_mel_kmeans_features", recording)
+    combined = probe_recipe.main([
+        "--config", str(TINY), f"manifest={world / 'world' / 'manifest.jsonl'}", f"out={world / 'probe-tokens'}",
+        f"codecs={{encoded: {world / 'codec-100'}, tokens: {world / 'codec-100'}}}",
+        f"tokens={{tokens: {token_manifest}}}", "logger=none", "eval_splits=[valid]", "report_split=valid",
+        "kmeans_frames=1000"])
+    encoded, from_tokens = combined["reports"]["encoded"], combined["reports"]["tokens"]
+    assert from_tokens["settings"]["tokens"] == str(token_manifest) and from_tokens["settings"]["manifest"] is None
+    assert encoded["settings"]["tokens"] is None
+    assert encoded["problems"] == from_tokens["problems"] == []
+    assert list(seen[0]) == list(seen[1]) and len(seen[0]) >= 10  # same clips, same order
+    for clip_id, features in seen[0].items():
+        assert features.keys() == set(probe.FEATURE_SETS)
+        for name, vector in features.items():
+            assert torch.equal(vector, seen[1][clip_id][name]), (clip_id, name)
+    assert encoded["results"] and encoded["results"] == from_tokens["results"]
+    with pytest.raises(SystemExit, match=r"'tokens' names codec\(s\) \['tokenz'\]"):
+        probe_recipe.main(["--config", str(TINY), f"tokens={{tokenz: {token_manifest}}}"])
+
+
+def _probe_args(tokens: Path, model: str, out: Path) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    probe.add_probe_arguments(parser)
+    return parser.parse_args(["--tokens", str(tokens), "--model", model, "-o", str(out), "--tasks", "domain,class",
+                              "--eval-splits", "valid", "--kmeans-frames", "1000"])
+
+
+def test_tokens_of_another_codec_are_refused_and_bad_clips_skipped(world, token_manifest, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(f"token manifest {token_manifest}") + ".*token_rate=100"):
+        probe.run_probe(_probe_args(token_manifest, str(world / "codec-25"), tmp_path / "other"))
+
+    rows = [json.loads(line) for line in token_manifest.read_text().splitlines()]
+    train = [i for i, row in enumerate(rows) if row["split"] == "train"]
+    rows[train[0]]["tokens"] = "shards/missing.tokens.safetensors"
+    rows[train[1]]["audio"] = "missing.flac"
+    damaged = token_manifest.parent / "damaged.jsonl"
+    damaged.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert probe.run_probe(_probe_args(damaged, str(world / "codec-100"), tmp_path / "damaged")) == 1
+    problems = json.loads((tmp_path / "damaged" / "probe.json").read_text())["problems"]
+    assert len(problems) == 2
+    assert f"{damaged}:{train[0] + 1}" in problems[0] and "no such token file" in problems[0]
+    assert f"{damaged}:{train[1] + 1}" in problems[1] and "missing.flac" in problems[1]
