@@ -38,7 +38,7 @@ from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
 from recipes.tokenize.tokenize_corpus import evenly_spaced
 
 REPO = Path(__file__).resolve().parents[2]  # configs named relative to it are found from anywhere
-RECIPE_KEYS = {"seed", "run_dir", "logger", "wandb", "tokenize", "text_tokenizer", "train", "evaluate"}
+RECIPE_KEYS = {"seed", "run_dir", "logger", "wandb", "tokenize", "text_tokenizer", "train", "evaluate", "model"}
 
 
 def digest(path: Path) -> str:
@@ -161,11 +161,30 @@ class TrainedLM(NamedTuple):
     timings: dict[str, float]
 
 
+def existing_model(spec: str, tokenize_report: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """An LM folder (path or shipped name) to evaluate instead of training one; its codec must be the
+    tokenized corpus's. Returns (folder, its training summary plus ``seconds`` 0: nothing was trained here)."""
+    from lm.api import resolve_lm_folder
+
+    folder = resolve_lm_folder(spec)
+    loaded = load_lm_folder(folder)
+    if loaded.codec != tokenize_report["codec_identity"]:
+        raise SystemExit(f"model {folder}: trained on tokens of another codec ({loaded.codec}) than the corpus "
+                         f"tokenized with {tokenize_report['codec']} ({tokenize_report['codec_identity']})")
+    return folder, {**(loaded.info.get("train") or {}), "model": str(folder), "seconds": 0.0}
+
+
 def tokenize_and_train(config: dict[str, Any], run_dir: Path, *, with_text: bool) -> TrainedLM:
-    """Tokenize the corpus, train the text tokenizer (``with_text``), train and export the LM, validate it."""
+    """Tokenize the corpus, train the text tokenizer (``with_text``), train and export the LM, validate it.
+
+    With ``model`` set in the config, that LM folder is evaluated instead and nothing is trained.
+    """
     manifest, tokenize_report = prepare_tokens(config, run_dir)
-    text_model = train_text_tokenizer(config, run_dir, manifest) if with_text else None
-    model_dir, train_summary = train_and_export(config, run_dir, manifest, tokenize_report, text_model)
+    if config.get("model"):
+        model_dir, train_summary = existing_model(str(config["model"]), tokenize_report)
+    else:
+        text_model = train_text_tokenizer(config, run_dir, manifest) if with_text else None
+        model_dir, train_summary = train_and_export(config, run_dir, manifest, tokenize_report, text_model)
     validation = validation_metrics(model_dir, manifest, train_data_settings(config, manifest))
     timings = {"tokenize": tokenize_report["step_seconds"], "train": train_summary["seconds"]}
     return TrainedLM(manifest, tokenize_report, model_dir, train_summary, validation, timings)

@@ -16,6 +16,9 @@ Steps (each skipped when already done with the same settings, so a killed run re
    count how often the continuation keeps them, next to chance (prompt i against the continuation
    of another clip j).
 
+With ``model`` (an LM folder or shipped name; ``configs/default.yaml`` names the shipped LM), step
+2 is skipped and that LM is evaluated; its codec must be the one the corpus is tokenized with.
+
 Outputs: ``results.md``, ``results.json`` (with the time each step took) in ``run_dir``. Any
 config entry can be overridden as ``section.key=value`` (YAML), e.g.
 ``train.overrides.trainer.devices=4 train.overrides.trainer.strategy=ddp``.

@@ -128,6 +128,17 @@ def test_tiny_config_runs_end_to_end_and_resumes(world, monkeypatch):
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
     assert again["validation"] == results["validation"] and again["keep_rates"] == results["keep_rates"]
 
+    # model=: the exported LM is evaluated in another run folder without training anything there.
+    reused = main([*argv, f"run_dir={world / 'reused'}", f"model={run_dir / 'model'}"])
+    assert not (world / "reused" / "train").exists() and not (world / "reused" / "steps" / "train.json").exists()
+    assert reused["train"]["model"] == str(run_dir / "model") and reused["timings_seconds"]["train"] == 0
+    assert reused["validation"] == results["validation"]
+    other_codec = world / "codec-25"
+    SemantiCodec(get_config("tiny-25")).save_pretrained(other_codec)
+    with pytest.raises(SystemExit, match="trained on tokens of another codec"):
+        main([*argv, f"run_dir={world / 'mismatch'}", f"model={run_dir / 'model'}",
+              f"tokenize.overrides.codec={other_codec}", f"tokenize.overrides.out={world / 'tokens-25'}"])
+
 
 CONFIGS = [path for recipe in ("tokenize", "continuation", "text_to_audio", "probe")
            for path in sorted((REPO / "recipes" / recipe).glob("configs/*.yaml"))]
