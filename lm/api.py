@@ -34,6 +34,7 @@ from codec.audio import AudioError
 from codec.config import SAMPLE_RATE
 from codec.model import SemantiCodec, Tokens
 from lm.config import LMConfig
+from lm.data import max_sequence_length
 from lm.generate import generate
 from lm.layout import EOS, SEMANTIC_END
 from lm.model import AudioLM
@@ -285,6 +286,24 @@ class AudioGenerator:
                              "use a text-conditioned LM or a prompt")
         return texts
 
+    def _check_length(self, texts: list[str] | None, prompt: Tokens | None, seconds: float) -> None:
+        """Refuse, in seconds, a prompt plus new audio longer than the model's positions hold."""
+        layout, limit = self.model.config.layout, self.model.config.max_seq_len
+        text_ids = None if texts is None else max(len(self.tokenizer.encode(t)) for t in texts)
+        prompt_frames = 0 if prompt is None else int(prompt.lengths.max())
+        frames = prompt_frames + self.frames_for(seconds)
+        if max_sequence_length(layout, frames, text_ids) <= limit:
+            return
+        fits = frames
+        while fits > 1 and max_sequence_length(layout, fits, text_ids) > limit:
+            fits -= 1
+        rate = self.frames_per_second
+        raise ValueError(
+            f"{prompt_frames / rate:.2f} s of prompt + {seconds:g} s of new audio need "
+            f"{max_sequence_length(layout, frames, text_ids)} LM positions, but this LM holds {limit} "
+            f"(about {fits / rate:.2f} s of audio in all): use a shorter prompt or fewer seconds"
+        )
+
     def _prompt_tokens(self, prompt, sample_rate: int | None) -> Tokens | None:
         if prompt is None:
             return None
@@ -320,6 +339,7 @@ class AudioGenerator:
             cfg_scale = DEFAULT_TEXT_CFG_SCALE if texts is not None else 1.0
         if texts is not None and prompt_tokens is not None and len(texts) != len(prompt_tokens.lengths):
             raise ValueError(f"{len(texts)} captions but {len(prompt_tokens.lengths)} prompts")
+        self._check_length(texts, prompt_tokens, seconds)
         result = generate(
             _NoEarlyEnd(self.model),
             prompt=None if prompt_tokens is None else prompt_tokens.tokens,

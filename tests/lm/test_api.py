@@ -121,8 +121,13 @@ def test_bad_requests_are_refused_with_clear_messages(generator, assets, tmp_pat
         generator.generate_tokens(text="pink noise", seconds=0)
     with pytest.raises(ValueError, match="cfg_scale != 1 needs text"):
         generator.generate_tokens(seconds=0.2, cfg_scale=3.0)
-    with pytest.raises(ValueError, match="max_seq_len"):
+    with pytest.raises(ValueError, match=r"0.00 s of prompt \+ 60 s of new audio need \d+ LM positions, but this LM "
+                                         r"holds \d+ \(about \d+\.\d\d s of audio in all\)"):
         generator.generate_tokens(text="pink noise", seconds=60)
+    fits = float(str(pytest.raises(ValueError, generator.generate_tokens, text="pink noise", seconds=60).value)
+                 .split("about ")[1].split(" s")[0])
+    assert generator.generate_tokens(text="pink noise", seconds=fits, seed=0).lengths.tolist() == \
+        [generator.frames_for(fits)]  # what the message says fits does fit
     with pytest.raises(LMFolderError, match="no such LM folder"):
         load_lm_folder(tmp_path / "absent")
     other_codec = SemantiCodec(get_config("tiny-50"))
