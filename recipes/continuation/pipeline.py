@@ -164,10 +164,13 @@ class TrainedLM(NamedTuple):
 def existing_model(spec: str, tokenize_report: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """An LM folder (path or shipped name) to evaluate instead of training one; its codec must be the
     tokenized corpus's. Returns (folder, its training summary plus ``seconds`` 0: nothing was trained here)."""
-    from lm.api import resolve_lm_folder
+    from lm.api import LMFolderError, resolve_lm_folder
 
-    folder = resolve_lm_folder(spec)
-    loaded = load_lm_folder(folder)
+    try:
+        folder = resolve_lm_folder(spec)
+        loaded = load_lm_folder(folder)
+    except LMFolderError as error:
+        raise SystemExit(f"model: {error}") from None
     if loaded.codec != tokenize_report["codec_identity"]:
         raise SystemExit(f"model {folder}: trained on tokens of another codec ({loaded.codec}) than the corpus "
                          f"tokenized with {tokenize_report['codec']} ({tokenize_report['codec_identity']})")

@@ -135,6 +135,8 @@ def test_tiny_config_runs_end_to_end_and_resumes(world, monkeypatch):
     assert reused["validation"] == results["validation"]
     other_codec = world / "codec-25"
     SemantiCodec(get_config("tiny-25")).save_pretrained(other_codec)
+    with pytest.raises(SystemExit, match="model: .*absent: no such LM folder"):
+        main([*argv, f"run_dir={world / 'absent-run'}", f"model={world / 'absent'}"])
     with pytest.raises(SystemExit, match="trained on tokens of another codec"):
         main([*argv, f"run_dir={world / 'mismatch'}", f"model={run_dir / 'model'}",
               f"tokenize.overrides.codec={other_codec}", f"tokenize.overrides.out={world / 'tokens-25'}"])
