@@ -7,6 +7,7 @@ quant_conv, and the HiFi-GAN vocoder), the 13 schedule buffers and ``scale_facto
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -59,6 +60,12 @@ class LatentDiffusionDecoder(nn.Module):
         """(channels, time, freq) of one window's latent, e.g. (8, 256, 16)."""
         diffusion = self.config.diffusion
         return (diffusion.latent_channels, diffusion.latent_time, diffusion.latent_freq)
+
+    @property
+    def window_samples(self) -> int:
+        """Waveform samples decoded per window (163 872 officially)."""
+        stage = self.first_stage_model
+        return stage.vocoder.output_length(stage.downsampling * self.config.diffusion.latent_time)
 
     @property
     def noise_levels(self) -> NoiseLevels:
@@ -131,11 +138,15 @@ class LatentDiffusionDecoder(nn.Module):
         eta: float = 1.0,
         generators: Sequence[torch.Generator] | None = None,
         noise: NoiseSource | None = None,
+        keep_samples: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Window features float [B, W, 2F] (-1 padded) -> waveforms float32 [B, 1, 160*frames + 32].
 
         frames = 4 * latent_time (1024 officially: 163 872 samples). Defaults are the official
         decoder settings: DDIM, 50 steps, eta 1, guidance 2. ``sampler`` "dpmpp2m" ignores eta.
+        ``keep_samples`` (one per window): only that many leading samples will be used (the last
+        window of an input); they are exact, the rest are zeros, and the vocoder skips the frames
+        that cannot reach them.
         """
         latents = self.sample_latents(
             features,
@@ -146,7 +157,28 @@ class LatentDiffusionDecoder(nn.Module):
             generators=generators,
             noise=noise,
         )
-        return self.first_stage_model.mel_to_waveform(self.latents_to_mel(latents))
+        mel = self.latents_to_mel(latents)
+        if keep_samples is None:
+            return self.first_stage_model.mel_to_waveform(mel)
+        if len(keep_samples) != mel.shape[0]:
+            raise ValueError(f"keep_samples has {len(keep_samples)} entries for {mel.shape[0]} windows")
+        return self._vocode_kept(mel, [int(n) for n in keep_samples])
+
+    def _vocode_kept(self, mel: torch.Tensor, keep_samples: list[int]) -> torch.Tensor:
+        """Vocode mel [B, 1, frames, bins]; window b only up to the frames its first keep_samples[b]
+        samples depend on (alone), the full windows together; zeros after each window's kept samples."""
+        vocoder = self.first_stage_model.vocoder
+        frames = mel.shape[2]
+        needed = [min(frames, math.ceil(n / vocoder.hop_length) + vocoder.context_frames) for n in keep_samples]
+        full = [b for b, n in enumerate(needed) if n == frames]
+        out = mel.new_zeros(mel.shape[0], 1, vocoder.output_length(frames))
+        if full:
+            out[full] = self.first_stage_model.mel_to_waveform(mel[full])
+        for b, n in enumerate(needed):
+            if n < frames:
+                keep = min(keep_samples[b], out.shape[-1])
+                out[b, :, :keep] = self.first_stage_model.mel_to_waveform(mel[b : b + 1, :, :n])[0, :, :keep]
+        return out
 
     def _check_features(self, features: torch.Tensor) -> torch.Tensor:
         width = 2 * self.config.feature_dim

@@ -28,7 +28,7 @@ from codec.decoder import LatentDiffusionDecoder
 from codec.encoder import SemantiCodecEncoder
 from codec.frontend import waveform_to_fbank
 from codec.tokenfile import validate_tokens
-from codec.windows import OverlapAddStream, output_samples, split_windows
+from codec.windows import OVERLAP_SAMPLES, OverlapAddStream, output_samples, split_windows
 
 AudioInput = str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -237,7 +237,11 @@ class SemantiCodec(nn.Module):
             for index, bounds in enumerate(split_windows(length, config.window_tokens))
         ]
         last_window = {item: index for item, index, _ in jobs}
-        streams = [OverlapAddStream(total_samples=total) for total in self.num_samples(lengths)]
+        totals = self.num_samples(lengths)
+        streams = [OverlapAddStream(total_samples=total) for total in totals]
+        # Window j of an item starts at j * (window - overlap) output samples: a last window that
+        # the trim cuts short is vocoded only as far as the kept samples reach.
+        advance = self.decoder.window_samples - OVERLAP_SAMPLES
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start : start + batch_size]
             features = torch.stack([self._window_features(tokens[item], *bounds) for item, _, bounds in batch])
@@ -246,7 +250,8 @@ class SemantiCodec(nn.Module):
                 for item, index, _ in batch
             ]
             audio = self.decoder.decode_windows(
-                features, steps=steps, cfg_scale=cfg_scale, sampler=sampler, eta=eta, generators=generators
+                features, steps=steps, cfg_scale=cfg_scale, sampler=sampler, eta=eta, generators=generators,
+                keep_samples=[max(0, totals[item] - index * advance) for item, index, _ in batch],
             )
             for (item, index, _), window in zip(batch, audio):
                 is_last = index == last_window[item]

@@ -7,6 +7,8 @@ official decoder checkpoint unchanged (prefix removed).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -84,6 +86,20 @@ class HiFiGAN(nn.Module):
         for rate in self.cfg.upsample_rates:
             hop *= rate
         return hop
+
+    @property
+    def context_frames(self) -> int:
+        """Input frames past the last one an output sample comes from that can still change it (an
+        upper bound on the generator's one-sided receptive field, in frames)."""
+        cfg = self.cfg
+        reach, rate = 3.0, 1  # conv_pre: kernel 7
+        for up_rate, kernel in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes):
+            reach += kernel / up_rate / rate + 1 / rate  # a transposed conv output sees ceil(k / u) inputs
+            rate *= up_rate
+            widest = max(sum((k - 1) // 2 * (d + 1) for d in dilations)
+                         for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes))
+            reach += widest / rate
+        return math.ceil(reach + 3 / rate) + 1  # conv_post: kernel 7
 
     def output_length(self, frames: int) -> int:
         """Number of samples produced for ``frames`` input frames (160 * frames + 32 officially)."""

@@ -182,6 +182,21 @@ def test_decode_windows_output_length(random_decoder: LatentDiffusionDecoder) ->
     assert random_decoder.latent_shape == (8, 32, 16)
 
 
+def test_kept_samples_are_exact_and_the_rest_zero(random_decoder: LatentDiffusionDecoder) -> None:
+    features = _windows(2)
+    options = dict(steps=1, sampler="dpmpp2m")
+    full = random_decoder.decode_windows(features, generators=[torch.Generator().manual_seed(i) for i in (0, 1)],
+                                         **options)
+    kept = random_decoder.decode_windows(features, generators=[torch.Generator().manual_seed(i) for i in (0, 1)],
+                                         keep_samples=[10**6, 3000], **options)
+    assert kept.shape == full.shape == (2, 1, random_decoder.window_samples)
+    assert (kept[0] - full[0]).abs().max().item() <= 1e-6
+    assert (kept[1, :, :3000] - full[1, :, :3000]).abs().max().item() <= 1e-6
+    assert not kept[1, :, 3000:].any()
+    with pytest.raises(ValueError, match="keep_samples has 1 entries for 2 windows"):
+        random_decoder.decode_windows(features, keep_samples=[5], **options)
+
+
 @pytest.mark.parametrize(
     ("features", "options", "message"),
     [

@@ -129,3 +129,17 @@ def test_discriminators_shapes_losses_and_gradients():
     assert discriminator_loss(*perfect) == 0
     assert generator_adversarial_loss([torch.ones(2, 3)]) == 0
     assert feature_matching_loss([[torch.ones(2, 3)]], [[torch.ones(2, 3)]]) == 0
+
+
+@pytest.mark.parametrize("keep", [1, 3000, 16000])
+def test_context_frames_bound_what_a_cropped_mel_changes(keep: int) -> None:
+    torch.manual_seed(0)
+    vocoder = HiFiGAN(VocoderConfig(upsample_initial_channel=32)).eval()  # official kernels and rates
+    mel = torch.randn(1, 64, 200)
+    needed = -(-keep // vocoder.hop_length) + vocoder.context_frames
+    with torch.no_grad():
+        full = vocoder(mel)[..., :keep]
+        cropped = vocoder(mel[..., :needed])[..., :keep]
+        short = vocoder(mel[..., : needed - vocoder.context_frames + 2])[..., :keep]
+    assert (cropped - full).abs().max().item() <= 1e-6
+    assert (short - full).abs().max().item() > 1e-5  # too little context does change the kept samples
