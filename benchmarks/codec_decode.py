@@ -9,9 +9,10 @@ Variants, each in a fresh subprocess so its peak RSS is its own:
   50 steps, eta 1, CFG 2;
 - ``official-procedure``: the same procedure on our kernels (PyTorch's fused attention): what the
   procedure alone costs;
-- ``ours``: the same DDIM with the same per-window noise; guidance pairs and windows batched, the
-  context-free first UNet layers run once per pair, cross-attention keys/values computed once per
-  window; output compared with ``official``;
+- ``ours``: ``SemantiCodec.decode`` (what users run): the same DDIM with the same per-window noise;
+  guidance pairs and windows batched, the context-free first UNet layers run once per pair,
+  cross-attention keys/values computed once per window, a last window cut short by the trim
+  vocoded only as far as the kept samples reach; stitched output compared with ``official``;
 - ``dpmpp-10`` / ``dpmpp-25``: DPM-Solver++(2M) at 10 and 25 steps (batched as ``ours``).
 
     .venv/bin/python benchmarks/codec_decode.py                      # CPU, about 45 min
@@ -34,8 +35,8 @@ from codec.config import get_config
 from codec.diffusion import unet as unet_module
 from codec.diffusion.conditioning import build_context, unconditional_context
 from codec.diffusion.samplers import GaussianNoise, sample
-from codec.model import SemantiCodec
-from codec.windows import split_windows
+from codec.model import SEED_STRIDE, SemantiCodec
+from codec.windows import overlap_add, split_windows
 
 VARIANTS = {"official": ("ddim", 50), "official-procedure": ("ddim", 50), "ours": ("ddim", 50),
             "dpmpp-10": ("dpmpp2m", 10), "dpmpp-25": ("dpmpp2m", 25)}
@@ -51,13 +52,12 @@ def official_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     return out.view(batch, heads, length, dim)
 
 
-def window_features(codec: SemantiCodec, seconds: float, seed: int = 0) -> torch.Tensor:
-    """Random valid tokens for ``seconds`` of audio, split into -1-padded windows [W, 512, 2F]."""
+def random_tokens(codec: SemantiCodec, seconds: float, seed: int = 0) -> torch.Tensor:
+    """Random valid tokens int64 [T, 2] for ``seconds`` of audio (plus the 8 the official padding adds)."""
     g = torch.Generator().manual_seed(seed)
     frames = int(seconds * codec.config.frames_per_second) + 8
-    tokens = torch.stack([torch.randint(0, codec.config.semantic_vocab_size, (frames,), generator=g),
-                          torch.randint(0, codec.config.acoustic_vocab_size, (frames,), generator=g)], dim=-1)
-    return torch.stack([codec._window_features(tokens, s, e) for s, e in split_windows(frames, codec.config.window_tokens)])
+    return torch.stack([torch.randint(0, codec.config.semantic_vocab_size, (frames,), generator=g),
+                        torch.randint(0, codec.config.acoustic_vocab_size, (frames,), generator=g)], dim=-1)
 
 
 def official_window(decoder, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -79,32 +79,32 @@ def official_window(decoder, features: torch.Tensor, generator: torch.Generator)
 def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16: bool, config: str) -> dict:
     torch.manual_seed(0)
     codec = SemantiCodec(get_config(config)).to(device).eval()
-    features = window_features(codec, seconds).to(device)
-    generators = [torch.Generator(device=device).manual_seed(1000 + i) for i in range(len(features))]
+    tokens = random_tokens(codec, seconds).to(device)
+    bounds = split_windows(len(tokens), codec.config.window_tokens)
+    # Window j draws its noise as SemantiCodec.decode(seed=0) seeds it, so every variant sees the same noise.
+    generators = [torch.Generator(device=device).manual_seed(j * SEED_STRIDE % 2**63) for j in range(len(bounds))]
     sampler, steps = VARIANTS[variant]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    outputs = []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.startswith("cuda"))
     sync()
     start = time.perf_counter()
     if variant == "official":  # this worker process only: attention computed the official way
         unet_module.F.scaled_dot_product_attention = official_attention
     with torch.inference_mode(), autocast:
-        if variant.startswith("official"):
-            outputs = [official_window(codec.decoder, f[None], g) for f, g in zip(features, generators)]
-        else:
-            for i in range(0, len(features), batch_size):
-                outputs.append(codec.decoder.decode_windows(
-                    features[i : i + batch_size], steps=steps, sampler=sampler, eta=1.0,
-                    generators=generators[i : i + batch_size]))
+        if variant.startswith("official"):  # every window in full, one at a time, then stitched and trimmed
+            windows = [official_window(codec.decoder, codec._window_features(tokens, *b)[None], g)
+                       for b, g in zip(bounds, generators)]
+            audio = overlap_add([w[0] for w in windows])[..., : codec.num_samples([len(tokens)])[0]]
+        else:  # what users run: SemantiCodec.decode
+            audio = codec.decode(tokens, steps=steps, sampler=sampler, eta=1.0, seed=0, batch_size=batch_size)[0]
     sync()
     elapsed = time.perf_counter() - start
-    audio = torch.cat(outputs).float().cpu()
+    audio = audio.float().cpu()
     torch.save(audio, f"/tmp/codec_decode_{variant}_{seconds}.pt")
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"variant": variant, "seconds": seconds, "windows": len(features), "total_s": elapsed,
-            "per_window_s": elapsed / len(features), "peak_gib": peak}
+    return {"variant": variant, "seconds": seconds, "windows": len(bounds), "total_s": elapsed,
+            "per_window_s": elapsed / len(bounds), "peak_gib": peak}
 
 
 def main() -> None:
