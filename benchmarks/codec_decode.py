@@ -82,7 +82,7 @@ def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16
     tokens = random_tokens(codec, seconds).to(device)
     bounds = split_windows(len(tokens), codec.config.window_tokens)
     # Window j draws its noise as SemantiCodec.decode(seed=0) seeds it, so every variant sees the same noise.
-    generators = [torch.Generator(device=device).manual_seed(j * SEED_STRIDE % 2**63) for j in range(len(bounds))]
+    generators = [torch.Generator(device=device).manual_seed((0 * SEED_STRIDE + j) % 2**63) for j in range(len(bounds))]
     sampler, steps = VARIANTS[variant]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.startswith("cuda"))
