@@ -198,12 +198,19 @@ def load_tokens(path: str | os.PathLike, expect: CodecConfig | None = None) -> T
     return TokenFile(tokens=tokens, lengths=lengths, codec=codec, extra=extra)
 
 
+def identity_mismatch(recorded: dict, expected: dict) -> str | None:
+    """How two codec identities differ on what fixes the tokens' meaning (rate, vocabularies, config
+    hash), as ``"key: recorded vs expected"``, or None when they agree (names and versions may differ)."""
+    for key in ("token_rate", "semantic_vocab_size", "acoustic_vocab_size", "config_hash"):
+        if recorded.get(key) != expected.get(key):
+            return f"{key}: {recorded.get(key)!r} vs {expected.get(key)!r}"
+    return None
+
+
 def check_identity(codec: dict, config: CodecConfig, name: str) -> None:
     """Raise unless the recorded codec identity matches ``config`` (hash, rate and vocabularies)."""
-    want = codec_identity(config)
-    for key in ("token_rate", "semantic_vocab_size", "acoustic_vocab_size", "config_hash"):
-        if codec.get(key) != want[key]:
-            raise TokenFileError(
-                f"{name}: made by codec {codec.get('config_name')!r} ({key}={codec.get(key)!r}), "
-                f"but this codec is {config.name!r} ({key}={want[key]!r})"
-            )
+    mismatch = identity_mismatch(codec, codec_identity(config))
+    if mismatch:
+        raise TokenFileError(
+            f"{name}: made by codec {codec.get('config_name')!r}, but this codec is {config.name!r} ({mismatch})"
+        )

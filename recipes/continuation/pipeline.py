@@ -164,6 +164,7 @@ class TrainedLM(NamedTuple):
 def existing_model(spec: str, tokenize_report: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """An LM folder (path or shipped name) to evaluate instead of training one; its codec must be the
     tokenized corpus's. Returns (folder, its training summary plus ``seconds`` 0: nothing was trained here)."""
+    from codec.tokenfile import identity_mismatch
     from lm.api import LMFolderError, resolve_lm_folder
 
     try:
@@ -171,9 +172,10 @@ def existing_model(spec: str, tokenize_report: dict[str, Any]) -> tuple[Path, di
         loaded = load_lm_folder(folder)
     except LMFolderError as error:
         raise SystemExit(f"model: {error}") from None
-    if loaded.codec != tokenize_report["codec_identity"]:
-        raise SystemExit(f"model {folder}: trained on tokens of another codec ({loaded.codec}) than the corpus "
-                         f"tokenized with {tokenize_report['codec']} ({tokenize_report['codec_identity']})")
+    mismatch = identity_mismatch(loaded.codec, tokenize_report["codec_identity"])
+    if mismatch:
+        raise SystemExit(f"model {folder}: trained on tokens of another codec ({loaded.codec.get('config_name')!r}) "
+                         f"than the corpus tokenized with {tokenize_report['codec']} ({mismatch})")
     return folder, {**(loaded.info.get("train") or {}), "model": str(folder), "seconds": 0.0}
 
 
