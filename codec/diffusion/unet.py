@@ -224,7 +224,7 @@ class UNetLevel(nn.Sequential):
 
         ``layers`` runs only part of the block (the guidance pair splits one block in two).
         """
-        for layer in list(self)[layers]:
+        for layer in self if layers == slice(None) else list(self)[layers]:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
