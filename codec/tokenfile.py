@@ -200,10 +200,10 @@ def load_tokens(path: str | os.PathLike, expect: CodecConfig | None = None) -> T
 
 def identity_mismatch(recorded: dict, expected: dict) -> str | None:
     """How two codec identities differ on what fixes the tokens' meaning (rate, vocabularies, config
-    hash), as ``"key: recorded vs expected"``, or None when they agree (names and versions may differ)."""
+    hash), as ``"key=recorded, not key=expected"``, or None when they agree (names and versions may differ)."""
     for key in ("token_rate", "semantic_vocab_size", "acoustic_vocab_size", "config_hash"):
         if recorded.get(key) != expected.get(key):
-            return f"{key}: {recorded.get(key)!r} vs {expected.get(key)!r}"
+            return f"{key}={recorded.get(key)!r}, not {key}={expected.get(key)!r}"
     return None
 
 
