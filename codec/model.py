@@ -30,7 +30,7 @@ from codec.frontend import waveform_to_fbank
 from codec.tokenfile import validate_tokens
 from codec.windows import OVERLAP_SAMPLES, OverlapAddStream, output_samples, split_windows
 
-AudioInput = str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor
+AudioInput = str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor | Sequence[torch.Tensor]
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 SEED_STRIDE = 0x9E3779B1  # spreads (seed, window) pairs over the generator's seed space
 
@@ -142,8 +142,16 @@ class SemantiCodec(nn.Module):
                 prepare_waveform(item, sample_rate, channel_policy=channel_policy, name=f"<tensor {i}>")
                 for i, item in enumerate(audio)
             ]
-        paths = [audio] if isinstance(audio, (str, os.PathLike)) else list(audio)
-        return [load_audio(path, channel_policy=channel_policy) for path in paths]
+        items = [audio] if isinstance(audio, (str, os.PathLike)) else list(audio)
+        tensors = [isinstance(item, torch.Tensor) for item in items]
+        if any(tensors):
+            if not all(tensors):
+                raise ValueError("audio: give a list of paths or a list of waveform tensors, not a mixture")
+            if sample_rate is None:
+                raise ValueError("<tensor>: pass sample_rate with waveform tensors")
+            return [prepare_waveform(item, sample_rate, channel_policy=channel_policy, name=f"<tensor {i}>")
+                    for i, item in enumerate(items)]
+        return [load_audio(path, channel_policy=channel_policy) for path in items]
 
     @torch.inference_mode()
     def encode(
@@ -157,8 +165,9 @@ class SemantiCodec(nn.Module):
     ) -> Tokens:
         """Audio to tokens.
 
-        ``audio``: a path, a list of paths, or a waveform tensor [B, N] / [B, C, N] with its
-        ``sample_rate`` (any rate; resampled to 16 kHz). Returns :class:`Tokens`: int64 [B, T, 2]
+        ``audio``: a path, a list of paths, a waveform tensor [B, N] / [B, C, N], or a list of
+        waveform tensors [N_i] / [C, N_i] of any lengths; tensors need their ``sample_rate`` (any
+        rate; resampled to 16 kHz). Returns :class:`Tokens`: int64 [B, T, 2]
         padded with zeros past each item's length, and lengths [B]. ``batch_size`` is the number of
         10.24-s segments (across all inputs) run through the encoder at once.
         """

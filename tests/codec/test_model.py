@@ -42,6 +42,8 @@ def test_encode_paths_tensor_and_ragged_batch_agree(codec, tmp_path):
     assert torch.equal(from_tensor.tokens, codec.encode(paths[0]).tokens)
     stereo = torch.stack([waves[0], torch.zeros_like(waves[0])])[None]  # [1, 2, N]
     assert torch.equal(codec.encode(stereo, sample_rate=16000).tokens, from_tensor.tokens)
+    ragged_list = codec.encode(waves, sample_rate=16000, batch_size=3)  # waveforms of different lengths
+    assert torch.equal(ragged_list.tokens, batched.tokens) and torch.equal(ragged_list.lengths, batched.lengths)
     semantic, acoustic = batched.tokens[..., 0], batched.tokens[..., 1]
     assert semantic.max() < codec.config.semantic_vocab_size and acoustic.max() < codec.config.acoustic_vocab_size
 
@@ -62,6 +64,12 @@ def test_encode_errors_name_the_input(codec, tmp_path):
         codec.encode(torch.zeros(1, 16000))
     with pytest.raises(AudioError, match="NaN"):
         codec.encode(torch.full((1, 16000), float("nan")), sample_rate=16000)
+    with pytest.raises(ValueError, match="sample_rate"):
+        codec.encode([torch.zeros(16000)])
+    with pytest.raises(ValueError, match="not a mixture"):
+        codec.encode([torch.zeros(16000), tmp_path / "clip.wav"], sample_rate=16000)
+    with pytest.raises(AudioError, match="<tensor 1>.*empty"):
+        codec.encode([torch.rand(16000) - 0.5, torch.zeros(0)], sample_rate=16000)
 
 
 def test_fix_exact_multiple_drops_the_silent_segment():
