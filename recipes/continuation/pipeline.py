@@ -26,6 +26,7 @@ import numpy as np
 import soundfile
 import torch
 
+from codec.audio import write_audio
 from lm.api import export_checkpoint, load_lm_folder
 from lm.data import TokenSequenceDataset, collate, max_sequence_length
 from lm.data import read_manifest as read_token_rows
@@ -205,6 +206,28 @@ def samples_folder(folder: Path, key: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, text)
     return folder
+
+
+def reconstruct_clips(codec: Any, manifest: Path, rows: list[dict[str, Any]], seconds: float,
+                      settings: dict[str, Any], out_dir: Path, seed: int) -> list[Path]:
+    """The codec's reconstruction (encode, then decode with the evaluation's decoder settings) of the first
+    ``seconds`` of each row's audio, one wav per row in ``out_dir`` (existing ones kept); batch n uses
+    seed + n. What an LM generates through this codec can keep a property no better than these do."""
+    samples = int(round(seconds * 16000))
+    paths = [out_dir / f"{safe_name(row['id'])}.wav" for row in rows]
+    batch_size = int(settings["batch_size"])
+    for number, start in enumerate(range(0, len(rows), batch_size)):
+        batch = list(range(start, min(start + batch_size, len(rows))))
+        if all(paths[i].is_file() for i in batch):
+            continue
+        waves = [torch.from_numpy(clip_audio(manifest, rows[i])[:samples]) for i in batch]
+        audio = codec.reconstruct(waves, 16000, steps=int(settings["decode_steps"]), sampler=settings["sampler"],
+                                  seed=seed + number)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, wave, row_audio in zip(batch, waves, audio):
+            write_audio(paths[i], row_audio[0, : len(wave)])
+        print(f"[reconstruct] {batch[-1] + 1}/{len(rows)} clips", flush=True)
+    return paths
 
 
 def resolve_codec_source(spec: str) -> str:

@@ -14,7 +14,8 @@ Steps (each skipped when already done with the same settings, so a killed run re
 5. measure each clip's stated properties (pitch, tempo, noise colour, kind; see
    ``recipes/continuation/measure.py``) on the prompt (original audio) and on the continuation, and
    count how often the continuation keeps them, next to chance (prompt i against the continuation
-   of another clip j).
+   of another clip j) and next to the codec's own reconstruction of the prompt (encoded and decoded
+   with the same decoder settings: the most any LM can keep through this codec).
 
 With ``model`` (an LM folder or shipped name; ``configs/default.yaml`` names the shipped LM), step
 2 is skipped and that LM is evaluated; its codec must be the one the corpus is tokenized with.
@@ -81,24 +82,28 @@ def generate_continuations(generator: AudioGenerator, manifest: Path, rows: list
     return paths
 
 
-def measure_continuations(manifest: Path, rows: list[dict[str, Any]], paths: list[Path], settings: dict[str, Any],
-                          probe) -> list[dict[str, Any]]:
-    """Per clip: its stated properties, measured on the prompt (original audio) and on the continuation."""
+def measure_continuations(manifest: Path, rows: list[dict[str, Any]], paths: list[Path],
+                          reconstructions: list[Path], settings: dict[str, Any], probe) -> list[dict[str, Any]]:
+    """Per clip: its stated properties, measured on the prompt (original audio), on the continuation and
+    on the codec's reconstruction of the prompt."""
     prompt_samples = int(round(settings["prompt_seconds"] * SAMPLE_RATE))
     new_samples = int(round(settings["continue_seconds"] * SAMPLE_RATE))
     measured = []
-    for row, path in zip(rows, paths):
+    for row, path, reconstruction in zip(rows, paths, reconstructions):
         names = list(stated_properties(row))
         generated = soundfile.read(path, dtype="float32")[0]
         prompt = pipeline.clip_audio(manifest, row)[:prompt_samples]
         measured.append({"id": row["id"], "kind": row["params"]["kind"], "stated": stated_properties(row),
                          "prompt": measure(prompt, names, probe),
-                         "continuation": measure(generated[-new_samples:], names, probe), "wav": str(path)})
+                         "continuation": measure(generated[-new_samples:], names, probe),
+                         "reconstruction": measure(soundfile.read(reconstruction, dtype="float32")[0], names, probe),
+                         "wav": str(path)})
     return measured
 
 
 def keep_rates(measured: list[dict[str, Any]]) -> dict[str, dict[str, tuple[int, int]]]:
-    """Per property: (kept, clips) for the continuations and (matches, pairs) for mismatched pairs (chance)."""
+    """Per property: (kept, clips) for the continuations, (matches, pairs) for mismatched pairs (chance), and
+    (kept, clips) for the codec reconstructions of the prompts (the ceiling through this codec)."""
     table = {}
     for name in ("pitch", "tempo", "colour", "class"):
         clips = [m for m in measured if name in m["stated"]]
@@ -107,7 +112,9 @@ def keep_rates(measured: list[dict[str, Any]]) -> dict[str, dict[str, tuple[int,
         kept = sum(matches(name, m["prompt"][name], m["continuation"][name]) for m in clips)
         pairs = [(a, b) for a in clips for b in clips if a is not b]
         chance = sum(matches(name, a["prompt"][name], b["continuation"][name]) for a, b in pairs)
-        table[name] = {"continuation keeps it": (kept, len(clips)), "chance (other clip)": (chance, len(pairs))}
+        rebuilt = sum(matches(name, m["prompt"][name], m["reconstruction"][name]) for m in clips)
+        table[name] = {"continuation keeps it": (kept, len(clips)), "chance (other clip)": (chance, len(pairs)),
+                       "codec reconstruction keeps it": (rebuilt, len(clips))}
     return table
 
 
@@ -138,12 +145,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     paths = generate_continuations(generator, manifest, rows, settings, samples, seed)
     timings["generate"] = round(time.monotonic() - started, 1)
     started = time.monotonic()
+    reconstructions = pipeline.reconstruct_clips(generator.codec, manifest, rows, settings["prompt_seconds"],
+                                                 settings, samples / "reconstruction", seed)
+    timings["reconstruct"] = round(time.monotonic() - started, 1)
+    started = time.monotonic()
     probe = pipeline.fit_kind_probe(Path(tokenize_report["manifest"]), int(settings["probe_clips"]), seed)
-    measured = measure_continuations(manifest, rows, paths, settings, probe)
+    measured = measure_continuations(manifest, rows, paths, reconstructions, settings, probe)
     rates = keep_rates(measured)
     timings["measure"] = round(time.monotonic() - started, 1)
 
-    table = fraction_table("Property", ["continuation keeps it", "chance (other clip)"], rates)
+    table = fraction_table("Property", ["continuation keeps it", "chance (other clip)",
+                                        "codec reconstruction keeps it"], rates)
     markdown = (
         f"# Continuation: {settings['prompt_seconds']:g}-s prompts + {settings['continue_seconds']:g} s\n\n"
         f"LM `{model_dir}` ({train_summary.get('global_step', '?')} steps), codec `{tokenize_report['codec']}`, "

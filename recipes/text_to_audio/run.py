@@ -14,7 +14,9 @@ Steps (each skipped when already done with the same settings, so a killed run re
    synthetic-world clips of the evaluation split and decode it (``<run_dir>/samples/cfg<s>/``);
 6. adherence: the fraction of generated clips whose measured property (note pitch, tempo, noise
    colour, kind; ``recipes/continuation/measure.py``) is the one the caption states, per scale,
-   next to the same measurement on the original clips (how reliable the measurement is).
+   next to the same measurement on the original clips (how reliable the measurement is) and on
+   their codec reconstructions (the first ``seconds`` encoded and decoded with the same decoder
+   settings: the most any LM can reach through this codec).
 
 Outputs: ``results.md`` and ``results.json`` (with the time each step took) in ``run_dir``.
 """
@@ -107,11 +109,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                     folder / f"cfg{float(scale):g}", seed)
                for scale in settings["cfg_scales"]}
     timings["generate"] = round(time.monotonic() - started, 1)
+    started = time.monotonic()
+    reconstructions = pipeline.reconstruct_clips(generator.codec, manifest, rows, settings["seconds"], settings,
+                                                 folder / "reconstruction", seed)
+    timings["reconstruct"] = round(time.monotonic() - started, 1)
 
     started = time.monotonic()
     probe = pipeline.fit_kind_probe(Path(tokenize_report["manifest"]), int(settings["probe_clips"]), seed)
     columns = {"original audio": [measure(pipeline.clip_audio(manifest, row), list(s), probe)
-                                  for row, s in zip(rows, stated)]}
+                                  for row, s in zip(rows, stated)],
+               "codec reconstruction": [measure(soundfile.read(path, dtype="float32")[0], list(s), probe)
+                                        for path, s in zip(reconstructions, stated)]}
     for scale, paths in samples.items():
         columns[f"cfg {scale:g}"] = [measure(soundfile.read(path, dtype="float32")[0], list(s), probe)
                                      for path, s in zip(paths, stated)]

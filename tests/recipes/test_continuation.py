@@ -117,13 +117,16 @@ def test_tiny_config_runs_end_to_end_and_resumes(world, monkeypatch):
     for path in samples:
         wave, rate = soundfile.read(path)
         assert rate == 16000 and wave.shape == (codec.num_samples([prompt_frames])[0] + 16000,)
-    assert "continuation keeps it" in (run_dir / "results.md").read_text()
+    reconstructions = sorted((run_dir / "samples" / "reconstruction").glob("*.wav"))
+    assert [soundfile.read(path)[0].shape for path in reconstructions] == [(8000,), (8000,)]  # the 0.5-s prompts
+    assert "| Property | continuation keeps it | chance (other clip) | codec reconstruction keeps it |" in \
+        (run_dir / "results.md").read_text()
     assert json.loads((run_dir / "results.json").read_text())["timings_seconds"]["train"] > 0
     generator = AudioGenerator.from_pretrained(run_dir / "model")  # the exported LM, with its codec
     assert generator.codec.config.name == "tiny-100"
 
     checkpoint = run_dir / "train" / "checkpoints" / "last.ckpt"
-    stamps = {path: path.stat().st_mtime_ns for path in [checkpoint, *samples]}
+    stamps = {path: path.stat().st_mtime_ns for path in [checkpoint, *samples, *reconstructions]}
     again = main(argv)  # every step is done: nothing is tokenized, trained or generated again
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
     assert again["validation"] == results["validation"] and again["keep_rates"] == results["keep_rates"]

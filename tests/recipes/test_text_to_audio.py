@@ -52,13 +52,13 @@ def test_tiny_config_runs_end_to_end(world, monkeypatch):
     model = load_lm_folder(run_dir / "model")
     assert model.tokenizer is not None and model.model.config.text_vocab_size == model.tokenizer.vocab_size
     assert np.isfinite(results["validation"]["valid_loss"])
-    assert list(results["adherence"]) == ["original audio", "cfg 1", "cfg 3", "cfg 5"]
+    assert list(results["adherence"]) == ["original audio", "codec reconstruction", "cfg 1", "cfg 3", "cfg 5"]
     # the measurements are right about the real clips, whatever a 3-step model generates
     assert all(hits == total for hits, total in results["adherence"]["original audio"].values())
-    for scale in ("1", "3", "5"):
-        samples = sorted((run_dir / "samples" / f"cfg{scale}").glob("*.wav"))
+    for folder in ("cfg1", "cfg3", "cfg5", "reconstruction"):  # reconstructions: the clips' first 0.5 s
+        samples = sorted((run_dir / "samples" / folder).glob("*.wav"))
         assert len(samples) == 2
         assert all(soundfile.read(path)[0].shape == (8000,) for path in samples)
     table = (run_dir / "results.md").read_text()
-    assert "| Property stated by the caption | original audio | cfg 1 | cfg 3 | cfg 5 |" in table
+    assert "| Property stated by the caption | original audio | codec reconstruction | cfg 1 | cfg 3 | cfg 5 |" in table
     assert list((run_dir / "train" / "wandb").glob("offline-run-*"))  # training and evaluation logged offline
