@@ -10,6 +10,7 @@ long as the model and the evaluation settings are the same.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -245,7 +246,11 @@ def train_data_settings(config: dict[str, Any], manifest: Path) -> dict[str, Any
 
 @torch.no_grad()
 def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], batch_size: int = 8) -> dict[str, Any]:
-    """Token-weighted cross-entropy and perplexity of the exported LM on the ``valid`` clips (no caption dropout)."""
+    """Token-weighted cross-entropy and perplexity of the exported LM on the ``valid`` clips (no caption dropout).
+
+    For a text-conditioned LM also the loss with each clip given another clip's caption (captions
+    rotated by one) and with no caption: how much the LM uses its caption.
+    """
     folder = load_lm_folder(model_dir)
     rows = read_token_rows(manifest, "valid")
     if not rows:
@@ -256,17 +261,29 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
     text_tokens = max_text if folder.tokenizer else None
     while max_frames > 1 and max_sequence_length(layout, max_frames, text_tokens) > folder.model.config.max_seq_len:
         max_frames -= 1
-    dataset = TokenSequenceDataset(rows, layout, max_frames, folder.tokenizer, text_dropout=0.0,
-                                   max_text_tokens=max_text, random_crop=False)
-    total, count = 0.0, 0
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        targets = int((batch["targets"] != -100).sum())
-        total += float(lm_loss(folder.model, batch)) * targets
-        count += targets
-    loss = total / max(count, 1)
-    return {"valid_clips": len(rows), "valid_tokens": count, "valid_loss": round(loss, 4),
-            "valid_perplexity": round(math.exp(loss), 3)}
+
+    def loss_on(clips: list, text_dropout: float = 0.0) -> tuple[float, int]:
+        dataset = TokenSequenceDataset(clips, layout, max_frames, folder.tokenizer, text_dropout=text_dropout,
+                                       max_text_tokens=max_text, random_crop=False)
+        total, count = 0.0, 0
+        for start in range(0, len(dataset), batch_size):
+            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            targets = int((batch["targets"] != -100).sum())
+            total += float(lm_loss(folder.model, batch)) * targets
+            count += targets
+        return total / max(count, 1), count
+
+    loss, count = loss_on(rows)
+    metrics = {"valid_clips": len(rows), "valid_tokens": count, "valid_loss": round(loss, 4),
+               "valid_perplexity": round(math.exp(loss), 3)}
+    captioned = [i for i, row in enumerate(rows) if row.caption is not None]
+    if folder.tokenizer is not None and len(captioned) > 1:
+        swapped = list(rows)
+        for i, j in zip(captioned, captioned[1:] + captioned[:1]):
+            swapped[i] = dataclasses.replace(rows[i], caption=rows[j].caption)
+        metrics["valid_loss_other_caption"] = round(loss_on(swapped)[0], 4)
+        metrics["valid_loss_no_caption"] = round(loss_on(rows, text_dropout=1.0)[0], 4)
+    return metrics
 
 
 def token_rows(manifest: Path, split: str) -> list[dict[str, Any]]:

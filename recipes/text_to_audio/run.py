@@ -9,7 +9,8 @@ Steps (each skipped when already done with the same settings, so a killed run re
 3. train the text-conditioned LM (``recipes/lm/train.py`` with ``data.text_tokenizer``; section
    ``train``; captions are dropped ``data.text_dropout`` of the time, for guidance) and export it
    as an LM folder ``<run_dir>/model``;
-4. validation loss and perplexity on the ``valid`` clips (with their captions);
+4. validation loss and perplexity on the ``valid`` clips with their captions, and the loss with
+   another clip's caption and with none (how much the LM uses its caption);
 5. for each guidance scale in ``cfg_scales``, generate ``seconds`` of audio from the captions of
    synthetic-world clips of the evaluation split and decode it (``<run_dir>/samples/cfg<s>/``);
 6. adherence: the fraction of generated clips whose measured property (note pitch, tempo, noise
@@ -136,7 +137,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"temperature {settings['temperature']}, top-k {settings['top_k']}, top-p {settings['top_p']}, "
         f"{settings['decode_steps']} decoder steps ({settings['sampler']}).\n\n"
         f"Validation: loss {validation['valid_loss']}, perplexity {validation['valid_perplexity']} "
-        f"({validation['valid_clips']} clips).\n\n" + table +
+        f"({validation['valid_clips']} clips); loss with another clip's caption "
+        f"{validation.get('valid_loss_other_caption')}, with none {validation.get('valid_loss_no_caption')}.\n\n"
+        + table +
         "\nTime (s): " + ", ".join(f"{step} {seconds:g}" for step, seconds in timings.items()) + "\n"
     )
     results = {"validation": validation,

@@ -109,6 +109,7 @@ def test_tiny_config_runs_end_to_end_and_resumes(world, monkeypatch):
     results = main(argv)
     assert results["train"]["global_step"] == 3
     assert np.isfinite(results["validation"]["valid_loss"]) and results["validation"]["valid_perplexity"] > 1
+    assert "valid_loss_other_caption" not in results["validation"]  # no caption controls for an LM without text
     assert "class" in results["keep_rates"] and len(results["clips"]) == 2
     codec = SemantiCodec.from_pretrained(world / "codec")
     prompt_frames = int(codec.encode(torch.zeros(1, 8000), 16000).lengths[0])
