@@ -249,7 +249,7 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
     """Token-weighted cross-entropy and perplexity of the exported LM on the ``valid`` clips (no caption dropout).
 
     For a text-conditioned LM also the loss with each clip given another clip's caption (captions
-    rotated by one) and with no caption: how much the LM uses its caption.
+    rotated by half the clips) and with no caption: how much the LM uses its caption.
     """
     folder = load_lm_folder(model_dir)
     rows = read_token_rows(manifest, "valid")
@@ -279,7 +279,8 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
     captioned = [i for i, row in enumerate(rows) if row.caption is not None]
     if folder.tokenizer is not None and len(captioned) > 1:
         swapped = list(rows)
-        for i, j in zip(captioned, captioned[1:] + captioned[:1]):
+        half = len(captioned) // 2  # neighbours in a manifest often share a source and a caption
+        for i, j in zip(captioned, captioned[half:] + captioned[:half]):
             swapped[i] = dataclasses.replace(rows[i], caption=rows[j].caption)
         metrics["valid_loss_other_caption"] = round(loss_on(swapped)[0], 4)
         metrics["valid_loss_no_caption"] = round(loss_on(rows, text_dropout=1.0)[0], 4)
