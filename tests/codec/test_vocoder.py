@@ -143,3 +143,21 @@ def test_context_frames_bound_what_a_cropped_mel_changes(keep: int) -> None:
         short = vocoder(mel[..., : needed - vocoder.context_frames + 2])[..., :keep]
     assert (cropped - full).abs().max().item() <= 1e-6
     assert (short - full).abs().max().item() > 1e-5  # too little context does change the kept samples
+
+
+@pytest.mark.parametrize("conv", [
+    torch.nn.Conv1d(8, 6, 7, padding=9, dilation=3),
+    torch.nn.Conv1d(8, 6, 3, stride=2, padding=1),
+    torch.nn.ConvTranspose1d(8, 4, 16, 5, padding=(16 - 5) // 2),
+    torch.nn.ConvTranspose1d(8, 4, 4, 2, padding=1, output_padding=1),
+])
+def test_convs_run_as_channels_last_2d_give_the_1d_result(conv):
+    from codec.vocoder import _conv
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 50)
+    with torch.no_grad():
+        expected = conv(x)
+        got = _conv(conv, x.unsqueeze(2).contiguous(memory_format=torch.channels_last))
+    assert got.shape == (2, expected.shape[1], 1, expected.shape[2])
+    torch.testing.assert_close(got.squeeze(2), expected, rtol=0, atol=1e-5)
