@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import soundfile
@@ -209,26 +209,38 @@ def samples_folder(folder: Path, key: dict[str, Any]) -> Path:
     return folder
 
 
+def write_in_batches(rows: list[dict[str, Any]], out_dir: Path, batch_size: int,
+                     make: Callable[[list[int], int], Sequence[torch.Tensor]], what: str) -> list[Path]:
+    """One wav per row, ``out_dir/<clip id>.wav``, made ``batch_size`` rows at a time by
+    ``make(row indices, batch number)`` (one float waveform [N] per row, 16 kHz). A batch whose wavs
+    all exist is skipped, so a killed evaluation resumes. Returns the paths in row order."""
+    paths = [out_dir / f"{safe_name(row['id'])}.wav" for row in rows]
+    for number, start in enumerate(range(0, len(rows), batch_size)):
+        batch = list(range(start, min(start + batch_size, len(rows))))
+        if all(paths[i].is_file() for i in batch):
+            continue
+        waves = make(batch, number)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, wave in zip(batch, waves):
+            write_audio(paths[i], wave)
+        print(f"[{what}] {batch[-1] + 1}/{len(rows)} clips", flush=True)
+    return paths
+
+
 def reconstruct_clips(codec: Any, manifest: Path, rows: list[dict[str, Any]], seconds: float,
                       settings: dict[str, Any], out_dir: Path, seed: int) -> list[Path]:
     """The codec's reconstruction (encode, then decode with the evaluation's decoder settings) of the first
     ``seconds`` of each row's audio, one wav per row in ``out_dir`` (existing ones kept); batch n uses
     seed + n. What an LM generates through this codec can keep a property no better than these do."""
     samples = int(round(seconds * 16000))
-    paths = [out_dir / f"{safe_name(row['id'])}.wav" for row in rows]
-    batch_size = int(settings["batch_size"])
-    for number, start in enumerate(range(0, len(rows), batch_size)):
-        batch = list(range(start, min(start + batch_size, len(rows))))
-        if all(paths[i].is_file() for i in batch):
-            continue
+
+    def make(batch: list[int], number: int) -> list[torch.Tensor]:
         waves = [torch.from_numpy(clip_audio(manifest, rows[i])[:samples]) for i in batch]
         audio = codec.reconstruct(waves, 16000, steps=int(settings["decode_steps"]), sampler=settings["sampler"],
                                   seed=seed + number)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for i, wave, row_audio in zip(batch, waves, audio):
-            write_audio(paths[i], row_audio[0, : len(wave)])
-        print(f"[reconstruct] {batch[-1] + 1}/{len(rows)} clips", flush=True)
-    return paths
+        return [row_audio[0, : len(wave)] for wave, row_audio in zip(waves, audio)]
+
+    return write_in_batches(rows, out_dir, int(settings["batch_size"]), make, "reconstruct")
 
 
 def resolve_codec_source(spec: str) -> str:

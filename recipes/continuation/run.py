@@ -35,7 +35,6 @@ from typing import Any
 import soundfile
 import torch
 
-from codec.audio import write_audio
 from codec.config import SAMPLE_RATE
 from lm.api import AudioGenerator
 from recipes.continuation import pipeline
@@ -62,12 +61,8 @@ def generate_continuations(generator: AudioGenerator, manifest: Path, rows: list
                            settings: dict[str, Any], out_dir: Path, seed: int) -> list[Path]:
     """Continue each row's prompt; one wav per row (existing ones are kept); returns their paths."""
     prompt_samples = int(round(settings["prompt_seconds"] * SAMPLE_RATE))
-    paths = [out_dir / f"{pipeline.safe_name(row['id'])}.wav" for row in rows]
-    batch_size = int(settings["batch_size"])
-    for number, start in enumerate(range(0, len(rows), batch_size)):
-        batch = list(range(start, min(start + batch_size, len(rows))))
-        if all(paths[i].is_file() for i in batch):
-            continue
+
+    def make(batch: list[int], number: int) -> list[torch.Tensor]:
         prompts = torch.stack([torch.from_numpy(pipeline.clip_audio(manifest, rows[i])[:prompt_samples])
                                for i in batch])
         audio, _ = generator.generate(
@@ -75,11 +70,9 @@ def generate_continuations(generator: AudioGenerator, manifest: Path, rows: list
             temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
             decode_steps=int(settings["decode_steps"]), sampler=settings["sampler"],
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for row_audio, i in zip(audio, batch):
-            write_audio(paths[i], row_audio[0])
-        print(f"[generate] {min(start + batch_size, len(rows))}/{len(rows)} continuations", flush=True)
-    return paths
+        return [row_audio[0] for row_audio in audio]
+
+    return pipeline.write_in_batches(rows, out_dir, int(settings["batch_size"]), make, "generate")
 
 
 def measure_continuations(manifest: Path, rows: list[dict[str, Any]], paths: list[Path],

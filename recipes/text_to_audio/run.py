@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import soundfile
+import torch
 
-from codec.audio import write_audio
 from lm.api import AudioGenerator
 from recipes.continuation import pipeline
 from recipes.continuation.measure import PROPERTIES, fraction_table, matches, measure, stated_properties
@@ -54,22 +54,16 @@ def choose_captions(manifest: Path, settings: dict[str, Any]) -> list[dict[str, 
 def generate_from_captions(generator: AudioGenerator, rows: list[dict[str, Any]], settings: dict[str, Any],
                            cfg_scale: float, out_dir: Path, seed: int) -> list[Path]:
     """One wav per caption at guidance ``cfg_scale`` (existing ones kept); batch n uses seed + n at every scale."""
-    paths = [out_dir / f"{pipeline.safe_name(row['id'])}.wav" for row in rows]
-    batch_size = int(settings["batch_size"])
-    for number, start in enumerate(range(0, len(rows), batch_size)):
-        batch = list(range(start, min(start + batch_size, len(rows))))
-        if all(paths[i].is_file() for i in batch):
-            continue
+
+    def make(batch: list[int], number: int) -> list[torch.Tensor]:
         audio, _ = generator.generate(
             text=[rows[i]["caption"] for i in batch], seconds=settings["seconds"], seed=seed + number,
             cfg_scale=cfg_scale, temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
             decode_steps=int(settings["decode_steps"]), sampler=settings["sampler"],
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for row_audio, i in zip(audio, batch):
-            write_audio(paths[i], row_audio[0])
-        print(f"[generate cfg {cfg_scale:g}] {batch[-1] + 1}/{len(rows)} clips", flush=True)
-    return paths
+        return [row_audio[0] for row_audio in audio]
+
+    return pipeline.write_in_batches(rows, out_dir, int(settings["batch_size"]), make, f"generate cfg {cfg_scale:g}")
 
 
 def adherence(stated: list[dict[str, Any]], measured: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
