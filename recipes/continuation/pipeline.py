@@ -28,6 +28,7 @@ import soundfile
 import torch
 
 from codec.audio import write_audio
+from codec.config import SAMPLE_RATE
 from lm.api import export_checkpoint, load_lm_folder
 from lm.data import TokenSequenceDataset, collate, max_sequence_length
 from lm.data import read_manifest as read_token_rows
@@ -232,11 +233,11 @@ def reconstruct_clips(codec: Any, manifest: Path, rows: list[dict[str, Any]], se
     """The codec's reconstruction (encode, then decode with the evaluation's decoder settings) of the first
     ``seconds`` of each row's audio, one wav per row in ``out_dir`` (existing ones kept); batch n uses
     seed + n. What an LM generates through this codec can keep a property no better than these do."""
-    samples = int(round(seconds * 16000))
+    samples = int(round(seconds * SAMPLE_RATE))
 
     def make(batch: list[int], number: int) -> list[torch.Tensor]:
         waves = [torch.from_numpy(clip_audio(manifest, rows[i])[:samples]) for i in batch]
-        audio = codec.reconstruct(waves, 16000, steps=int(settings["decode_steps"]), sampler=settings["sampler"],
+        audio = codec.reconstruct(waves, SAMPLE_RATE, steps=int(settings["decode_steps"]), sampler=settings["sampler"],
                                   seed=seed + number)
         return [row_audio[0, : len(wave)] for wave, row_audio in zip(waves, audio)]
 
@@ -308,7 +309,7 @@ def clip_audio(manifest: Path, row: dict[str, Any]) -> np.ndarray:
     """The original audio of a token-manifest row: float32 [N] at 16 kHz (``audio`` is relative to the manifest)."""
     path = Path(row["audio"])
     wave, rate = soundfile.read(manifest.parent / path if not path.is_absolute() else path, dtype="float32")
-    if rate != 16000 or wave.ndim != 1:
+    if rate != SAMPLE_RATE or wave.ndim != 1:
         raise ValueError(f"{row['audio']}: expected 16-kHz mono audio, got {rate} Hz with shape {wave.shape}")
     return wave
 
