@@ -49,6 +49,15 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """A short SHA-256 of a module's state dict (names, dtypes, shapes and bytes): which weights made a sample."""
+    sha = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        sha.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()[:16]
+
+
 def step_done(run_dir: Path, name: str, command: list[str]) -> dict[str, Any] | None:
     """The result recorded by a finished step with this exact command, else None."""
     try:

@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not rows:
         raise SystemExit(f"{manifest}: no {settings['split']} clip of the synthetic world lasts "
                          f"{settings['prompt_seconds']} s; shorten evaluate.prompt_seconds")
-    made_with = {"model": train_summary.get("parameters"), "seed": seed, "settings": settings,
-                 "clips": [row["id"] for row in rows]}
+    made_with = {"model": train_summary.get("parameters"), "codec": pipeline.weights_digest(generator.codec),
+                 "seed": seed, "settings": settings, "clips": [row["id"] for row in rows]}
     samples = pipeline.samples_folder(run_dir / "samples", made_with)
     paths = generate_continuations(generator, manifest, rows, settings, samples, seed)
     timings["generate"] = round(time.monotonic() - started, 1)

@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stated = [stated_properties(row) for row in rows]
     generator = AudioGenerator.from_pretrained(model_dir)
     started = time.monotonic()
-    made_with = {"model": train_summary.get("parameters"), "seed": seed, "settings": settings,
-                 "clips": [row["id"] for row in rows]}
+    made_with = {"model": train_summary.get("parameters"), "codec": pipeline.weights_digest(generator.codec),
+                 "seed": seed, "settings": settings, "clips": [row["id"] for row in rows]}
     folder = pipeline.samples_folder(run_dir / "samples", made_with)
     samples = {float(scale): generate_from_captions(generator, rows, settings, float(scale),
                                                     folder / f"cfg{float(scale):g}", seed)

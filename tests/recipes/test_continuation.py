@@ -177,3 +177,16 @@ def test_every_recipe_config_names_its_command_and_loads(config):
                       text_vocab_size=text_vocab, **fields)
     text_tokens = train["data"]["max_text_tokens"] if text_vocab else None
     assert max_sequence_length(model.layout, train["data"]["max_frames"], text_tokens) <= model.max_seq_len
+
+
+def test_samples_are_keyed_on_the_codec_weights():
+    from recipes.continuation.pipeline import weights_digest
+
+    torch.manual_seed(0)
+    codec = SemantiCodec(get_config("tiny-100"))
+    first = weights_digest(codec)
+    assert weights_digest(codec) == first and len(first) == 16
+    with torch.no_grad():
+        next(codec.decoder.parameters()).view(-1)[0] += 1e-3  # the same configuration, other weights
+    assert weights_digest(codec) != first
+    assert weights_digest(torch.nn.Linear(2, 2).to(torch.bfloat16))  # any dtype hashes
