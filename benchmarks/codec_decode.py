@@ -38,7 +38,7 @@ from codec import vocoder as vocoder_module
 from codec.diffusion import unet as unet_module
 from codec.diffusion.conditioning import build_context, unconditional_context
 from codec.diffusion.samplers import GaussianNoise, sample
-from codec.model import SEED_STRIDE, SemantiCodec
+from codec.model import SemantiCodec, window_generator
 from codec.windows import overlap_add, split_windows
 
 VARIANTS = {"official": ("ddim", 50), "official-procedure": ("ddim", 50), "ours": ("ddim", 50),
@@ -85,7 +85,7 @@ def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16
     tokens = random_tokens(codec, seconds).to(device)
     bounds = split_windows(len(tokens), codec.config.window_tokens)
     # Window j draws its noise as SemantiCodec.decode(seed=0) seeds it, so every variant sees the same noise.
-    generators = [torch.Generator(device=device).manual_seed((0 * SEED_STRIDE + j) % 2**63) for j in range(len(bounds))]
+    generators = [window_generator(0, j, device) for j in range(len(bounds))]
     sampler, steps = VARIANTS[variant]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.startswith("cuda"))

@@ -35,6 +35,11 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 SEED_STRIDE = 0x9E3779B1  # spreads (seed, window) pairs over the generator's seed space
 
 
+def window_generator(seed: int, window: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator that draws the diffusion noise of window ``window`` of an input decoded with ``seed``."""
+    return torch.Generator(device=device).manual_seed((seed * SEED_STRIDE + window) % 2**63)
+
+
 @contextmanager
 def exact_float32(device: torch.device) -> Iterator[None]:
     """Disable TF32 on CUDA: it flips nearest-centroid decisions, so tokens would not match."""
@@ -129,29 +134,25 @@ class SemantiCodec(nn.Module):
 
     # Encoding ----------------------------------------------------------------------------------
     def _waveforms(self, audio: AudioInput, sample_rate: int | None, channel_policy: str) -> list[torch.Tensor]:
-        if isinstance(audio, torch.Tensor):
-            if sample_rate is None:
-                raise ValueError("<tensor>: pass sample_rate with a waveform tensor")
+        if isinstance(audio, torch.Tensor):  # one batch tensor: its rows are the waveforms
             if audio.dim() == 1:
                 audio = audio[None]
             if audio.dim() == 2:
                 audio = audio[:, None]
             if audio.dim() != 3:
                 raise ValueError(f"<tensor>: waveform must be [B, N] or [B, C, N], got {list(audio.shape)}")
-            return [
-                prepare_waveform(item, sample_rate, channel_policy=channel_policy, name=f"<tensor {i}>")
-                for i, item in enumerate(audio)
-            ]
-        items = [audio] if isinstance(audio, (str, os.PathLike)) else list(audio)
+            items = list(audio)
+        else:
+            items = [audio] if isinstance(audio, (str, os.PathLike)) else list(audio)
         tensors = [isinstance(item, torch.Tensor) for item in items]
-        if any(tensors):
-            if not all(tensors):
-                raise ValueError("audio: give a list of paths or a list of waveform tensors, not a mixture")
-            if sample_rate is None:
-                raise ValueError("<tensor>: pass sample_rate with waveform tensors")
-            return [prepare_waveform(item, sample_rate, channel_policy=channel_policy, name=f"<tensor {i}>")
-                    for i, item in enumerate(items)]
-        return [load_audio(path, channel_policy=channel_policy) for path in items]
+        if not any(tensors):
+            return [load_audio(path, channel_policy=channel_policy) for path in items]
+        if not all(tensors):
+            raise ValueError("audio: give a list of paths or a list of waveform tensors, not a mixture")
+        if sample_rate is None:
+            raise ValueError("<tensor>: pass sample_rate with waveform tensors")
+        return [prepare_waveform(item, sample_rate, channel_policy=channel_policy, name=f"<tensor {i}>")
+                for i, item in enumerate(items)]
 
     @torch.inference_mode()
     def encode(
@@ -254,10 +255,7 @@ class SemantiCodec(nn.Module):
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start : start + batch_size]
             features = torch.stack([self._window_features(tokens[item], *bounds) for item, _, bounds in batch])
-            generators = [
-                torch.Generator(device=self.device).manual_seed((seeds[item] * SEED_STRIDE + index) % 2**63)
-                for item, index, _ in batch
-            ]
+            generators = [window_generator(seeds[item], index, self.device) for item, index, _ in batch]
             audio = self.decoder.decode_windows(
                 features, steps=steps, cfg_scale=cfg_scale, sampler=sampler, eta=eta, generators=generators,
                 keep_samples=[max(0, totals[item] - index * advance) for item, index, _ in batch],
@@ -330,4 +328,4 @@ class SemantiCodec(nn.Module):
         return self.decode(tokens, lengths, **decode_kwargs)
 
 
-__all__ = ["SAMPLE_RATE", "SemantiCodec", "Tokens"]
+__all__ = ["SAMPLE_RATE", "SemantiCodec", "Tokens", "window_generator"]
