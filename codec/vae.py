@@ -1,4 +1,4 @@
-"""AudioLDM AutoencoderKL over 64-bin log-mels, with its HiFi-GAN vocoder attached.
+"""AudioLDM AutoencoderKL over 64-bin log-mels, with its vocoder attached (HiFi-GAN or iSTFT).
 
 Submodule names follow the official ``first_stage_model.*`` keys (prefix removed): ``encoder``,
 ``decoder``, ``quant_conv``, ``post_quant_conv`` and ``vocoder``. The latent is 4x smaller than the
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.config import VAEConfig, VocoderConfig
-from codec.vocoder import HiFiGAN
+from codec.config import ISTFTVocoderConfig, VAEConfig, VocoderConfig
+from codec.vocoder import build_vocoder
 
 NORM_GROUPS = 32
 NORM_EPS = 1e-6
@@ -220,7 +220,7 @@ class AutoencoderKL(nn.Module):
     ``scale_factor`` is applied here: the diffusion wrapper divides by it before ``decode``.
     """
 
-    def __init__(self, cfg: VAEConfig, vocoder_cfg: VocoderConfig) -> None:
+    def __init__(self, cfg: VAEConfig, vocoder_cfg: VocoderConfig | ISTFTVocoderConfig) -> None:
         super().__init__()
         if cfg.mel_bins != vocoder_cfg.num_mels:
             raise ValueError(f"VAE mel_bins ({cfg.mel_bins}) and vocoder num_mels ({vocoder_cfg.num_mels}) differ")
@@ -229,7 +229,7 @@ class AutoencoderKL(nn.Module):
         self.decoder = Decoder(cfg)
         self.quant_conv = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
-        self.vocoder = HiFiGAN(vocoder_cfg)
+        self.vocoder = build_vocoder(vocoder_cfg)
 
     @property
     def downsampling(self) -> int:

@@ -1,8 +1,10 @@
-"""HiFi-GAN vocoder: 64-bin log-mel frames (hop 160 at 16 kHz) to waveform.
+"""Vocoders: 64-bin log-mel frames (hop 160 at 16 kHz) to waveform.
 
-The generator is the official "Generator_old" with weight norm already folded into plain
+:class:`HiFiGAN` is the official "Generator_old" with weight norm already folded into plain
 ``weight``/``bias`` tensors, so its state dict loads the ``first_stage_model.vocoder.*`` keys of the
-official decoder checkpoint unchanged (prefix removed).
+official decoder checkpoint unchanged (prefix removed). :class:`ISTFTVocoder` is our frame-rate
+vocoder for the small configurations. :func:`build_vocoder` picks one from the codec config.
+Their adversaries and losses (training only) live in :mod:`codec.training`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.config import VocoderConfig
+from codec.config import ISTFTVocoderConfig, VocoderConfig
 
 LEAKY_SLOPE = 0.1
 # The activation before conv_post uses PyTorch's default slope in the official generator.
@@ -144,122 +146,89 @@ class HiFiGAN(nn.Module):
         return torch.tanh(x).squeeze(2).contiguous()
 
 
-# Discriminators (training only) -----------------------------------------------------------------
-# HiFi-GAN's multi-period and multi-scale discriminators. Each returns, per sub-discriminator, its
-# flattened logits [B, n] and the list of intermediate feature maps used by the feature-matching loss.
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv over time, LayerNorm, pointwise MLP (GELU), layer scale, residual: [B, C, T] -> [B, C, T]."""
 
-DiscriminatorOutput = tuple[list[torch.Tensor], list[list[torch.Tensor]]]
-
-
-class PeriodDiscriminator(nn.Module):
-    """Folds the waveform [B, 1, S] into [B, 1, S/p, p] (reflect-padded) and runs 2-D convs over it."""
-
-    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3) -> None:
+    def __init__(self, dim: int, intermediate_dim: int, kernel_size: int, layer_scale: float) -> None:
         super().__init__()
-        self.period = period
-        norm = nn.utils.parametrizations.weight_norm
-        widths = [1, 32, 128, 512, 1024]
-        padding = (_same_padding(kernel_size, 1), 0)
-        self.convs = nn.ModuleList(
-            norm(nn.Conv2d(c_in, c_out, (kernel_size, 1), (stride, 1), padding=padding))
-            for c_in, c_out in zip(widths[:-1], widths[1:])
-        )
-        self.convs.append(norm(nn.Conv2d(1024, 1024, (kernel_size, 1), 1, padding=padding)))
-        self.conv_post = norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)))
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
 
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        batch, channels, length = waveform.shape
-        remainder = length % self.period
-        if remainder:
-            waveform = F.pad(waveform, (0, self.period - remainder), mode="reflect")
-        x = waveform.reshape(batch, channels, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x).transpose(1, 2))
+        y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
+        return x + y.transpose(1, 2)
 
 
-class ScaleDiscriminator(nn.Module):
-    """Strided grouped 1-D convs over a waveform [B, 1, S] at one time resolution."""
+class ISTFTVocoder(nn.Module):
+    """Frame-rate vocoder (Vocos-style): log-mel float [B, num_mels, frames] -> waveform [B, 1, S].
 
-    def __init__(self, spectral: bool = False) -> None:
-        super().__init__()
-        norm = nn.utils.parametrizations.spectral_norm if spectral else nn.utils.parametrizations.weight_norm
-        # (in, out, kernel, stride, groups); padding keeps "same" alignment for odd kernels.
-        layers = [
-            (1, 128, 15, 1, 1), (128, 128, 41, 2, 4), (128, 256, 41, 2, 16), (256, 512, 41, 4, 16),
-            (512, 1024, 41, 4, 16), (1024, 1024, 41, 1, 16), (1024, 1024, 5, 1, 1),
-        ]
-        self.convs = nn.ModuleList(
-            norm(nn.Conv1d(c_in, c_out, k, s, groups=g, padding=k // 2)) for c_in, c_out, k, s, g in layers
-        )
-        self.conv_post = norm(nn.Conv1d(1024, 1, 3, 1, padding=1))
-
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = waveform
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
-
-
-class MultiPeriodDiscriminator(nn.Module):
-    """One PeriodDiscriminator per period (HiFi-GAN: 2, 3, 5, 7, 11). waveform [B, 1, S]."""
-
-    def __init__(self, periods: tuple[int, ...] = (2, 3, 5, 7, 11)) -> None:
-        super().__init__()
-        self.discriminators = nn.ModuleList(PeriodDiscriminator(p) for p in periods)
-
-    def forward(self, waveform: torch.Tensor) -> DiscriminatorOutput:
-        outputs = [d(waveform) for d in self.discriminators]
-        return [logits for logits, _ in outputs], [features for _, features in outputs]
-
-
-class MultiScaleDiscriminator(nn.Module):
-    """Three ScaleDiscriminators on the raw, 2x- and 4x-average-pooled waveform [B, 1, S].
-
-    The first (raw-resolution) one uses spectral norm, the others weight norm.
+    ConvNeXt blocks run at the mel frame rate (100/s); a linear head predicts, per frame, the STFT
+    log-magnitude and phase of ``n_fft // 2 + 1`` bins, and ``torch.istft`` (Hann, hop 160, centred)
+    makes the waveform. S = hop * frames + surplus_samples (160 * frames + 32 by default: the lengths
+    HiFi-GAN gives, so window stitching is unchanged). The inverse STFT always runs in float32.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: ISTFTVocoderConfig) -> None:
         super().__init__()
-        self.discriminators = nn.ModuleList(ScaleDiscriminator(spectral=i == 0) for i in range(3))
-        self.pool = nn.AvgPool1d(4, 2, padding=2)
+        self.cfg = cfg
+        self.embed = nn.Conv1d(cfg.num_mels, cfg.dim, 7, padding=3)
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, cfg.kernel_size, 1.0 / cfg.num_blocks)
+            for _ in range(cfg.num_blocks)
+        )
+        self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.head = nn.Linear(cfg.dim, cfg.n_fft + 2)
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
-    def forward(self, waveform: torch.Tensor) -> DiscriminatorOutput:
-        all_logits, all_features = [], []
-        for index, discriminator in enumerate(self.discriminators):
-            if index > 0:
-                waveform = self.pool(waveform)
-            logits, features = discriminator(waveform)
-            all_logits.append(logits)
-            all_features.append(features)
-        return all_logits, all_features
+    @property
+    def hop_length(self) -> int:
+        """Output samples per input frame."""
+        return self.cfg.hop_length
+
+    @property
+    def context_frames(self) -> int:
+        """Frames past the last one an output sample comes from that can still change it: the embedding
+        conv, each block's depthwise conv, and the frames the inverse STFT overlaps."""
+        cfg = self.cfg
+        return 3 + cfg.num_blocks * (cfg.kernel_size // 2) + math.ceil(cfg.n_fft / 2 / cfg.hop_length) + 1
+
+    def output_length(self, frames: int) -> int:
+        """Number of samples produced for ``frames`` input frames."""
+        return self.cfg.hop_length * frames + self.cfg.surplus_samples
+
+    def spectrum(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """log_mel float [B, num_mels, frames] -> complex64 STFT [B, n_fft // 2 + 1, frames]."""
+        x = self.norm(self.embed(log_mel).transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        out = self.head(self.final_norm(x.transpose(1, 2))).float().transpose(1, 2)
+        log_magnitude, phase = out.chunk(2, dim=1)
+        # The clamp keeps an untrained head from overflowing exp (magnitude at most e^7, about 1100).
+        magnitude = torch.exp(log_magnitude.clamp(max=7.0))
+        return torch.polar(magnitude, phase)
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """log_mel float [B, num_mels, frames] (natural-log magnitude mel) -> waveform float32 [B, 1, S]."""
+        if log_mel.dim() != 3 or log_mel.shape[1] != self.cfg.num_mels:
+            raise ValueError(
+                f"vocoder input must be [batch, {self.cfg.num_mels} mel bins, frames], "
+                f"got shape {tuple(log_mel.shape)}"
+            )
+        if not log_mel.is_floating_point():
+            raise ValueError(f"vocoder input must be a floating-point tensor, got {log_mel.dtype}")
+        frames = log_mel.shape[-1]
+        spectrum = self.spectrum(log_mel)
+        with torch.autocast(log_mel.device.type, enabled=False):
+            audio = torch.istft(spectrum, self.cfg.n_fft, self.cfg.hop_length, window=self.window,
+                                center=True, length=self.output_length(frames))
+        return audio.clamp(-1.0, 1.0).unsqueeze(1)
 
 
-def discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    """Least-squares GAN loss for the discriminator: sum of mean((1 - D(real))^2) + mean(D(fake)^2)."""
-    return sum(((1 - real) ** 2).mean() + (fake**2).mean() for real, fake in zip(real_logits, fake_logits))
-
-
-def generator_adversarial_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    """Least-squares GAN loss for the generator: sum of mean((1 - D(fake))^2)."""
-    return sum(((1 - fake) ** 2).mean() for fake in fake_logits)
-
-
-def feature_matching_loss(
-    real_features: list[list[torch.Tensor]], fake_features: list[list[torch.Tensor]]
-) -> torch.Tensor:
-    """L1 distance between the discriminator feature maps of real and generated audio, times 2."""
-    total = sum(
-        (real.detach() - fake).abs().mean()
-        for real_maps, fake_maps in zip(real_features, fake_features)
-        for real, fake in zip(real_maps, fake_maps)
-    )
-    return 2 * total
+def build_vocoder(cfg: VocoderConfig | ISTFTVocoderConfig) -> HiFiGAN | ISTFTVocoder:
+    """The vocoder a codec config names: HiFi-GAN (official) or the frame-rate iSTFT vocoder."""
+    return ISTFTVocoder(cfg) if isinstance(cfg, ISTFTVocoderConfig) else HiFiGAN(cfg)

@@ -1,13 +1,19 @@
-"""Stage e: the HiFi-GAN vocoder (64-bin log-mel -> 16 kHz audio) with its adversarial losses.
+"""Stage e: the vocoder (64-bin log-mel -> 16 kHz audio) with its adversarial and spectral losses.
 
     python recipes/codec/train_vocoder.py --config recipes/codec/configs/vocoder_small.yaml \
         data.manifest=data/corpus/manifest.jsonl run_dir=runs/codec-small/vocoder
 
-Generator loss: ``mel_weight`` x L1 between the log-mels of real and generated audio, plus the
-least-squares adversarial losses and the feature-matching losses of the multi-period and multi-scale
-discriminators (``codec.vocoder``). Discriminator loss: least squares on real vs generated. The
-adversarial terms start after ``adversarial_start`` batches (mel-only warm-up); gradients are
-clipped to ``grad_clip`` (a model option: Lightning's own clipping flag does not apply here).
+The codec config picks the vocoder (HiFi-GAN for the official configurations, the frame-rate iSTFT
+vocoder for ``small-*``) and, unless ``discriminators`` is given, its adversaries: HiFi-GAN's
+multi-period and multi-scale discriminators (``mpd``, ``msd``) or the light multi-resolution
+spectrogram discriminator (``mrd``) for the iSTFT vocoder (``codec.training.gan``).
+Generator loss: ``mel_weight`` x L1 between the log-mels of real and generated audio, plus
+``stft_weight`` x the multi-resolution STFT loss and ``phase_weight`` x the anti-wrapping phase
+losses (``codec.training.spectral``), plus the least-squares adversarial and feature-matching losses.
+Discriminator loss: least squares on real vs generated. The adversarial terms start after
+``adversarial_start`` batches (spectral-only warm-up); gradients are clipped to ``grad_clip`` (a
+model option: Lightning's own clipping flag does not apply here). ``init_from`` (a codec folder or
+shipped name, e.g. ``default``) starts a new run from that codec's vocoder weights.
 With DDP use ``trainer.strategy=ddp_find_unused_parameters_true`` (each backward reaches one side). Two optimizers step
 per batch, so Lightning's global step (and ``trainer.max_steps``) advances by 2 per batch.
 Writes ``<run_dir>/weights.safetensors`` (``decoder.first_stage_model.vocoder.*``).
@@ -18,36 +24,61 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from codec.config import ISTFTVocoderConfig
 from codec.frontend import MEL_HOP, log_mel_64
-from codec.vocoder import (
-    HiFiGAN,
+from codec.training.gan import (
     MultiPeriodDiscriminator,
+    MultiResolutionDiscriminator,
     MultiScaleDiscriminator,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from recipes.codec.common import StageModule, model_kwargs, parse_args, prefixed, run_stage
+from codec.training.spectral import multi_resolution_stft_loss, phase_loss
+from codec.vocoder import build_vocoder
+from recipes.codec.common import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage
+
+DISCRIMINATORS = {"mpd": MultiPeriodDiscriminator, "msd": MultiScaleDiscriminator, "mrd": MultiResolutionDiscriminator}
+VOCODER_PREFIX = "decoder.first_stage_model.vocoder."
 
 
 class VocoderModule(StageModule):
-    """Trains the HiFi-GAN generator of ``codec`` against the MPD and MSD discriminators."""
+    """Trains the vocoder of ``codec`` against its discriminators (see the module docstring)."""
 
     stage = "vocoder"
 
     def __init__(self, codec: str, seed: int = 0, lr: float = 2e-4, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.8, 0.99), warmup_steps: int = 0, min_lr_ratio: float = 1.0,
-                 mel_weight: float = 45.0, adversarial_start: int = 0, grad_clip: float | None = None) -> None:
+                 mel_weight: float = 45.0, stft_weight: float = 0.0, phase_weight: float = 0.0,
+                 adversarial_start: int = 0, grad_clip: float | None = None,
+                 discriminators: list[str] | None = None, init_from: str | None = None) -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator = HiFiGAN(self.codec_config.vocoder)
-        self.mpd = MultiPeriodDiscriminator()
-        self.msd = MultiScaleDiscriminator()
+        vocoder_config = self.codec_config.vocoder
+        self.generator = build_vocoder(vocoder_config)
+        if discriminators is None:
+            discriminators = ["mrd"] if isinstance(vocoder_config, ISTFTVocoderConfig) else ["mpd", "msd"]
+        unknown = sorted(set(discriminators) - set(DISCRIMINATORS))
+        if unknown or not discriminators:
+            raise SystemExit(f"model.discriminators: {unknown or 'empty'}; choose from {sorted(DISCRIMINATORS)}")
+        self.discriminators = torch.nn.ModuleDict({name: DISCRIMINATORS[name]() for name in discriminators})
+        if init_from:
+            self.load_vocoder_from(init_from)
+
+    def load_vocoder_from(self, codec_source: str) -> None:
+        """Copy the vocoder of a codec (shipped name or folder) into the generator; its vocoder config must match."""
+        from codec.model import SemantiCodec
+
+        source = SemantiCodec.from_pretrained(codec_source)
+        if source.config.vocoder != self.codec_config.vocoder:
+            raise SystemExit(f"model.init_from={codec_source}: its vocoder config {source.config.vocoder} "
+                             f"differs from {self.codec_config.name}'s {self.codec_config.vocoder}")
+        load_into(self.generator, VOCODER_PREFIX, source.state_dict(), codec_source)
 
     def configure_optimizers(self):
-        discriminators = list(self.mpd.parameters()) + list(self.msd.parameters())
-        return [self.make_optimizer(list(self.generator.parameters())), self.make_optimizer(discriminators)]
+        return [self.make_optimizer(list(self.generator.parameters())),
+                self.make_optimizer(list(self.discriminators.parameters()))]
 
     def generate(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Waveforms [B, N] -> (real [B, 1, n], generated [B, 1, n], real log-mel [B, 64, n/160])."""
@@ -58,21 +89,28 @@ class VocoderModule(StageModule):
         return real, fake, mel
 
     def mel_loss(self, fake: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-        return F.l1_loss(log_mel_64(fake[:, 0]), mel)
+        return F.l1_loss(log_mel_64(fake[:, 0].float()), mel)
 
     def adversarial_on(self) -> bool:
         return self.global_step // 2 >= self.hparams.adversarial_start
 
     def discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return sum(discriminator_loss(d(real)[0], d(fake)[0]) for d in (self.mpd, self.msd))
+        return sum(discriminator_loss(d(real)[0], d(fake)[0]) for d in self.discriminators.values())
 
     def generator_loss(self, real: torch.Tensor, fake: torch.Tensor, mel: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        hp = self.hparams
         mel_l1 = self.mel_loss(fake, mel)
-        loss = self.hparams.mel_weight * mel_l1
+        loss = hp.mel_weight * mel_l1
         logs = {"mel_l1": mel_l1}
+        if hp.stft_weight:
+            logs["stft"] = multi_resolution_stft_loss(fake, real)
+            loss = loss + hp.stft_weight * logs["stft"]
+        if hp.phase_weight:
+            logs["phase"] = phase_loss(fake, real)
+            loss = loss + hp.phase_weight * logs["phase"]
         if self.adversarial_on():
             adversarial = feature_matching = 0.0
-            for discriminator in (self.mpd, self.msd):
+            for discriminator in self.discriminators.values():
                 fake_logits, fake_features = discriminator(fake)
                 _, real_features = discriminator(real)
                 adversarial = adversarial + generator_adversarial_loss(fake_logits)
@@ -99,11 +137,9 @@ class VocoderModule(StageModule):
             logs["discriminator"] = d_loss
         else:
             opt_d.step()  # keeps two optimizer steps per batch, so global_step counts alike in every phase
-        self.mpd.requires_grad_(False)
-        self.msd.requires_grad_(False)
+        self.discriminators.requires_grad_(False)
         g_loss, g_logs = self.generator_loss(real, fake, mel)
-        self.mpd.requires_grad_(True)
-        self.msd.requires_grad_(True)
+        self.discriminators.requires_grad_(True)
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         self.clip_gradients(opt_g, gradient_clip_val=self.hparams.grad_clip)
@@ -112,7 +148,7 @@ class VocoderModule(StageModule):
         return g_loss.detach()
 
     def export_weights(self) -> dict[str, torch.Tensor]:
-        return prefixed("decoder.first_stage_model.vocoder.", self.generator)
+        return prefixed(VOCODER_PREFIX, self.generator)
 
 
 def main(argv: list[str] | None = None) -> dict:

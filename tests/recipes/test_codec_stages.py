@@ -88,6 +88,41 @@ def test_vocoder_overfits_a_fixed_batch(corpus):
     assert last < 0.6 * first
 
 
+@pytest.fixture
+def tiny_istft(monkeypatch) -> str:
+    """A tiny-100 codec config whose vocoder is a small iSTFT vocoder, registered for the test."""
+    from dataclasses import replace
+
+    from codec import config as codec_config
+
+    name = "tiny-100-istft"
+    tiny = codec_config.get_config("tiny-100")
+    vocoder = codec_config.ISTFTVocoderConfig(dim=32, intermediate_dim=64, num_blocks=2)
+    monkeypatch.setitem(codec_config.CONFIGS, name, replace(tiny, name=name, vocoder=vocoder))
+    return name
+
+
+def test_istft_vocoder_overfits_a_fixed_batch_with_spectral_and_phase_losses(corpus, tiny_istft):
+    torch.manual_seed(0)
+    module = VocoderModule(tiny_istft, stft_weight=15.0, phase_weight=10.0, adversarial_start=10**9)
+    assert list(module.discriminators) == ["mrd"]
+    first, last = overfit(module, fixed_batch(corpus, 0.32), module.generator.parameters(), 30, 5e-3)
+    assert last < 0.75 * first  # the phase terms fall slower than the mel and STFT terms
+
+
+def test_istft_vocoder_adversarial_terms_reach_the_generator(corpus, tiny_istft):
+    torch.manual_seed(0)
+    module = VocoderModule(tiny_istft, adversarial_start=0)
+    real, fake, mel = module.generate(fixed_batch(corpus, 0.32, count=2)["audio"])
+    loss, logs = module.generator_loss(real, fake, mel)
+    assert {"adversarial", "feature_matching"} <= set(logs)
+    loss.backward()
+    assert all(p.grad is not None for p in module.generator.parameters())
+    assert module.discriminate(real, fake.detach()) > 0
+    with pytest.raises(SystemExit, match="discriminators"):
+        VocoderModule(tiny_istft, discriminators=["nope"])
+
+
 def test_ldm_overfits_a_fixed_batch(corpus):
     torch.manual_seed(0)
     module = LDMModule("tiny-100", cfg_dropout=0.0)

@@ -1,0 +1,1 @@
+"""Training-only code of the codec: discriminators, adversarial and spectral losses."""
