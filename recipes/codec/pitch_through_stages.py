@@ -1,42 +1,60 @@
-"""Which stage of a codec loses a pure tone's pitch: the vocoder alone, the VAE + vocoder, or the whole codec.
+"""Which stage of a codec loses a note's pitch: the vocoder alone, the VAE + vocoder, or the whole codec.
 
     python -m recipes.codec.pitch_through_stages --codec default
     python -m recipes.codec.pitch_through_stages --codec runs/my-codec --tones 110,440 --seconds 3
 
-Each tone (a sine at 0.3 amplitude) goes (1) to its 64-bin log-mel and back through the vocoder,
-(2) through the VAE (posterior mode) and the vocoder, (3) through the whole codec (encode, then
-decode with ``--steps`` DPM-Solver++ steps). The pitch of each output is measured as the recipes
-measure it (``recipes/continuation/measure.py``) and printed as a Markdown table in Hz.
+Each note is a harmonic tone (fundamental plus four harmonics, amplitudes 1/k, peak 0.5) that goes
+(a) to its 64-bin log-mel and back through the vocoder, (b) through the VAE (posterior mode) and the
+vocoder, (c) through the whole codec (encode, then decode with ``--steps`` DPM-Solver++ steps, seed
+``--seed``). Each output's pitch is measured by the pretrained swift-f0 estimator
+(:func:`codec.metrics.pitch_hz`); a note is kept when it comes back within 50 cents. Prints a
+Markdown table of the measured Hz per stage and the notes kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
+from codec.config import SAMPLE_RATE
 from codec.frontend import log_mel_64
+from codec.metrics import pitch_hz
 from codec.model import SemantiCodec
-from recipes.continuation.measure import SAMPLE_RATE, estimate_pitch
 
 STAGES = ("vocoder", "VAE + vocoder", "codec")
+DEFAULT_TONES = (110.0, 164.81, 261.63, 440.0, 659.25, 880.0)  # A2, E3, C4, A4, E5, A5
+KEPT_CENTS = 50.0
 
 
-def midi_to_hz(midi: float | None) -> float | None:
-    """MIDI note number (as estimate_pitch returns it) to Hz; None stays None."""
-    return None if midi is None else 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
+def harmonic_tone(hz: float, seconds: float, harmonics: int = 5) -> torch.Tensor:
+    """A steady tone: float32 [N] at 16 kHz, harmonics 1..``harmonics`` at amplitudes 1/k, peak 0.5."""
+    t = torch.arange(int(seconds * SAMPLE_RATE), dtype=torch.float64) / SAMPLE_RATE
+    wave = sum(torch.sin(2 * math.pi * hz * k * t) / k for k in range(1, harmonics + 1) if hz * k < SAMPLE_RATE / 2)
+    return (0.5 * wave / wave.abs().max()).float()
+
+
+def cents(measured: float | None, target: float) -> float | None:
+    """Distance of a measured pitch from the target in cents (None when nothing was measured)."""
+    return None if measured is None else 1200.0 * math.log2(measured / target)
+
+
+def is_kept(measured: float | None, target: float) -> bool:
+    """Whether a measured pitch lies within 50 cents of the target."""
+    distance = cents(measured, target)
+    return distance is not None and abs(distance) <= KEPT_CENTS
 
 
 @torch.inference_mode()
-def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: float = 5.0,
-                         steps: int = 10, seed: int = 0) -> dict[float, dict[str, float | None]]:
+def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0,
+                         steps: int = 25, seed: int = 0) -> dict[float, dict[str, float | None]]:
     """For each tone frequency (Hz): the measured pitch (Hz, None when none is found) after each of STAGES."""
     stage = codec.decoder.first_stage_model
     factor = stage.downsampling
     results = {}
     for hz in tones_hz:
-        t = torch.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-        wave = (0.3 * torch.sin(2 * torch.pi * hz * t)).float()
+        wave = harmonic_tone(hz, seconds)
         mel = log_mel_64(wave[None]).transpose(1, 2)[:, None]  # [1, 1, frames, 64]
         mel = mel[:, :, : mel.shape[2] // factor * factor]
         outputs = {
@@ -44,7 +62,7 @@ def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: fl
             "VAE + vocoder": stage.mel_to_waveform(stage.decode(stage.encode(mel).mode())),
             "codec": codec.reconstruct(wave[None], SAMPLE_RATE, steps=steps, sampler="dpmpp2m", seed=seed),
         }
-        results[hz] = {name: midi_to_hz(estimate_pitch(out[0, 0].numpy())) for name, out in outputs.items()}
+        results[hz] = {name: pitch_hz(out[0, 0]) for name, out in outputs.items()}
     return results
 
 
@@ -52,22 +70,24 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
     """Print the table; returns {tone Hz: {stage: measured Hz or None}}."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--codec", default="default", help="shipped name, save_pretrained folder or official-<rate>-<vocab>")
-    parser.add_argument("--tones", default="110,261.63,440,880", help="tone frequencies in Hz")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--steps", type=int, default=10, help="DPM-Solver++ decoder steps for the whole codec")
+    parser.add_argument("--tones", default=",".join(f"{hz:g}" for hz in DEFAULT_TONES), help="fundamentals in Hz")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--steps", type=int, default=25, help="DPM-Solver++ decoder steps for the whole codec")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     codec = SemantiCodec.from_pretrained(args.codec).eval()
     results = pitch_through_stages(codec, [float(f) for f in args.tones.split(",")], args.seconds, args.steps, args.seed)
 
-    def cell(value: float | None) -> str:
-        return "none" if value is None else f"{value:.1f}"
+    def cell(value: float | None, hz: float) -> str:
+        return "none" if value is None else f"{value:.1f} ({cents(value, hz):+.0f} c)"
 
-    print(f"Measured pitch (Hz) of pure tones through codec `{args.codec}`\n")
+    print(f"Measured pitch (Hz, cents off) of harmonic tones through codec `{args.codec}` (swift-f0)\n")
     print("| tone (Hz) | " + " | ".join(STAGES) + " |")
     print("|---|" + "---|" * len(STAGES))
     for hz, row in results.items():
-        print(f"| {hz:g} | " + " | ".join(cell(row[name]) for name in STAGES) + " |")
+        print(f"| {hz:g} | " + " | ".join(cell(row[name], hz) for name in STAGES) + " |")
+    kept = [sum(is_kept(row[name], hz) for hz, row in results.items()) for name in STAGES]
+    print(f"| kept within {KEPT_CENTS:g} cents | " + " | ".join(f"{k}/{len(results)}" for k in kept) + " |")
     return results
 
 

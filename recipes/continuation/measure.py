@@ -4,8 +4,9 @@ The continuation recipe asks whether a continuation keeps its prompt's property;
 text-to-audio recipe asks whether a generated clip has the property its caption states. Both use
 the same measurements, taken from the audio alone:
 
-- ``pitch``: the f0 of the periodic frames (YIN), refined at the nearest spectral peak, as a
-  fractional MIDI note; two pitches match when they round to the same note (within 0.5 semitone);
+- ``pitch``: the median f0 of the voiced frames by the pretrained swift-f0 network
+  (:func:`codec.metrics.pitch_hz`), as a fractional MIDI note; two pitches match when they round to
+  the same note (within 0.5 semitone);
 - ``tempo``: the shortest clear period of the spectral-flux onset envelope, folded by octaves into
   60-200 bpm; two tempi match within 8 %, also at double or half speed (the beat level of a pattern
   is ambiguous from onsets alone);
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from codec.frontend import log_mel_64
+from codec.metrics import pitch_hz
 from lm.probe import pool, train_linear_probe
 
 SAMPLE_RATE = 16000
@@ -50,70 +52,11 @@ def _frames(wave: np.ndarray, length: int, hop: int) -> np.ndarray:
     return wave.astype(np.float64)[index]
 
 
-def _yin_periods(frames: np.ndarray, window: int, min_lag: int, max_lag: int, threshold: float) -> np.ndarray:
-    """YIN period (in samples, fractional) of each frame [F, window + max_lag]; NaN where aperiodic."""
-    size = 1 << int(math.ceil(math.log2(2 * frames.shape[1])))
-    head = np.zeros_like(frames)
-    head[:, :window] = frames[:, :window]
-    cross = np.fft.irfft(np.conj(np.fft.rfft(head, size)) * np.fft.rfft(frames, size), size)[:, : max_lag + 1]
-    squares = np.concatenate([np.zeros((frames.shape[0], 1)), np.cumsum(frames**2, axis=1)], axis=1)
-    lags = np.arange(max_lag + 1)
-    energy_lagged = squares[:, lags + window] - squares[:, lags]
-    difference = np.maximum(squares[:, window : window + 1] + energy_lagged - 2 * cross, 0.0)
-    cumulative = np.cumsum(difference[:, 1:], axis=1)
-    normalised = np.ones_like(difference)
-    normalised[:, 1:] = difference[:, 1:] * lags[1:] / np.maximum(cumulative, 1e-12)
-    periods = np.full(frames.shape[0], np.nan)
-    for f, curve in enumerate(normalised):
-        below = np.nonzero(curve[min_lag:max_lag] < threshold)[0]
-        if below.size == 0:
-            continue
-        lag = int(below[0]) + min_lag
-        while lag + 1 < max_lag and curve[lag + 1] < curve[lag]:
-            lag += 1  # walk down to the bottom of the dip
-        left, centre, right = curve[lag - 1], curve[lag], curve[lag + 1]
-        bend = left - 2 * centre + right
-        periods[f] = lag + (0.5 * (left - right) / bend if bend > 0 else 0.0)
-    return periods
-
-
-def _spectral_peak(wave: np.ndarray, low_hz: float, high_hz: float, sample_rate: int) -> float | None:
-    """Frequency (Hz) of the strongest spectral peak between ``low_hz`` and ``high_hz``."""
-    size = 1 << int(math.ceil(math.log2(max(wave.shape[0], 4 * sample_rate))))
-    spectrum = np.abs(np.fft.rfft(wave * np.hanning(wave.shape[0]), size))
-    low = max(1, int(low_hz * size / sample_rate))
-    high = min(spectrum.shape[0] - 2, int(high_hz * size / sample_rate) + 1)
-    if high <= low:
-        return None
-    peak = low + int(np.argmax(spectrum[low : high + 1]))
-    left, centre, right = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
-    bend = left - 2 * centre + right
-    offset = 0.5 * (left - right) / bend if bend < 0 else 0.0
-    return (peak + offset) * sample_rate / size
-
-
-def estimate_pitch(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, fmin: float = 55.0, fmax: float = 4500.0,
-                   threshold: float = 0.15) -> float | None:
-    """The dominant f0 of ``wave`` (float [N]) as a fractional MIDI note, or None.
-
-    YIN over 64-ms frames gives the median f0 of the periodic frames; it is refined at the largest
-    spectral peak within 6 % of it. None when fewer than a quarter of the audible frames are
-    periodic (noise, silence, a clip too short for one frame).
-    """
-    wave = np.asarray(wave, dtype=np.float64).reshape(-1)
-    window, min_lag, max_lag = 1024, max(2, int(sample_rate / fmax)), int(math.ceil(sample_rate / fmin))
-    frames = _frames(wave, window + max_lag + 1, 256)
-    if frames.shape[0] == 0:
-        return None
-    power = (frames[:, :window] ** 2).mean(1)
-    audible = power > max(1e-8, 1e-3 * float(power.max()))
-    periods = _yin_periods(frames[audible], window, min_lag, max_lag, threshold)
-    voiced = periods[np.isfinite(periods)]
-    if voiced.size == 0 or voiced.size < 0.25 * int(audible.sum()):
-        return None
-    f0 = float(np.exp(np.median(np.log(sample_rate / voiced))))
-    refined = _spectral_peak(wave, f0 / 1.06, f0 * 1.06, sample_rate) or f0
-    return 69.0 + 12.0 * math.log2(refined / 440.0)
+def estimate_pitch(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float | None:
+    """The dominant f0 of ``wave`` (float [N]) as a fractional MIDI note, or None (noise, silence, too
+    short): :func:`codec.metrics.pitch_hz`, the pretrained swift-f0 estimator."""
+    hz = pitch_hz(wave, sample_rate)
+    return None if hz is None else 69.0 + 12.0 * math.log2(hz / 440.0)
 
 
 def onset_envelope(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:

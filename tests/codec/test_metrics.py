@@ -175,3 +175,17 @@ def test_recognizer_transcribes_festival_speech(tmp_path):
     assert rate == RATE
     hypothesis = metrics.SpeechRecognizer().transcribe(wave)
     assert metrics.word_error_rate(sentence, hypothesis) <= 0.25, hypothesis
+
+
+def test_pitch_hz_reads_harmonic_tones_within_a_few_cents_and_refuses_noise():
+    from codec.metrics import pitch_hz
+
+    t = np.arange(32000) / 16000
+    for hz in (110.0, 261.63, 880.0):
+        tone = sum(0.3 / k * np.sin(2 * np.pi * hz * k * t) for k in range(1, 6)).astype(np.float32)
+        measured = pitch_hz(tone)
+        assert measured is not None and abs(1200 * np.log2(measured / hz)) < 25
+    noise = np.random.default_rng(0).standard_normal(32000).astype(np.float32)
+    assert pitch_hz(noise) is None
+    assert pitch_hz(np.zeros(32000, dtype=np.float32)) is None
+    assert pitch_hz(np.zeros(100, dtype=np.float32)) is None  # shorter than 0.1 s

@@ -153,6 +153,12 @@ def test_every_stage_script_runs_and_exports_a_loadable_codec(corpus, tmp_path):
     tokens, lengths = codec.encode(torch.randn(1, 16000) * 0.1, 16000)
     assert tokens.shape[-1] == 2 and int(lengths[0]) == tokens.shape[1]
 
+    # A base codec fills the stages not given: the same vocoder on the base gives the same codec.
+    rebased = export("tiny-100", {"vocoder": runs / "vocoder"}, tmp_path / "rebased", base=str(folder))
+    assert all(torch.equal(a, b) for a, b in zip(SemantiCodec.from_pretrained(rebased).state_dict().values(),
+                                                 codec.state_dict().values()))
+    with pytest.raises(SystemExit, match="differs from 'tiny-50' in token_rate"):
+        export("tiny-50", {"vocoder": runs / "vocoder"}, tmp_path / "bad", base=str(folder))
     with pytest.raises(SystemExit, match="holds 'vae' weights, expected 'vocoder'"):
         export("tiny-100", {**{s: runs / s for s in STAGE_MAINS}, "vocoder": runs / "vae"}, tmp_path / "bad")
     with pytest.raises(SystemExit, match="differs from 'tiny-50'"):

@@ -5,7 +5,7 @@ import torch
 
 from codec.config import get_config
 from codec.model import SemantiCodec
-from recipes.codec.pitch_through_stages import STAGES, midi_to_hz, pitch_through_stages
+from recipes.codec.pitch_through_stages import STAGES, cents, harmonic_tone, is_kept, pitch_through_stages
 
 
 def test_each_stage_is_measured_and_a_lossless_stage_keeps_the_pitch(monkeypatch):
@@ -18,5 +18,8 @@ def test_each_stage_is_measured_and_a_lossless_stage_keeps_the_pitch(monkeypatch
     for hz, row in results.items():
         assert list(row) == list(STAGES)
         assert all(value is None or value > 0 for value in row.values())
-        assert row["codec"] == pytest.approx(hz, rel=0.01)
-    assert midi_to_hz(69.0) == 440.0 and midi_to_hz(None) is None
+        assert is_kept(row["codec"], hz)
+    assert cents(880.0, 440.0) == pytest.approx(1200.0) and cents(None, 440.0) is None
+    assert not is_kept(100.0, 110.0) and is_kept(111.0, 110.0)
+    tone = harmonic_tone(220.0, 0.5)
+    assert tone.shape == (8000,) and tone.abs().max() == pytest.approx(0.5)
