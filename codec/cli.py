@@ -125,6 +125,9 @@ def run_encode(args) -> int:
     from codec.audio import AudioError, load_audio
     from codec.tokenfile import TokenFileError, load_tokens, save_tokens
 
+    from codec.arguments import check_int
+
+    check_int("files_per_batch", args.files_per_batch, 1)
     codec = _load_codec(args)
     out_dir = Path(args.output)
     failures: list[Path] = []
@@ -231,6 +234,7 @@ def run_decode(args) -> int:
     from codec.tokenfile import TokenFileError, load_tokens
 
     codec = _load_codec(args)
+    codec.check_decode_settings(args.steps, args.cfg_scale, args.sampler, args.eta, args.batch_size)
     out_dir = Path(args.output)
     failures: list[Path] = []
     jobs = []
@@ -253,6 +257,7 @@ def run_reconstruct(args) -> int:
     from codec.audio import AudioError, load_audio
 
     codec = _load_codec(args)
+    codec.check_decode_settings(args.steps, args.cfg_scale, args.sampler, args.eta, args.batch_size)
     out_dir = Path(args.output)
     failures: list[Path] = []
     inputs = find_inputs(args.inputs, _is_audio)
@@ -307,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, KeyError, ImportError) as error:  # configuration problems: one line
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outputs are written atomically: nothing half-written stays behind
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

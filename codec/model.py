@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from codec import checkpoints
+from codec.arguments import check_float, check_int, check_seeds
 from codec.audio import load_audio, prepare_waveform
 from codec.config import SAMPLE_RATE, SEGMENT_FRAMES, CodecConfig, get_config, official_config
 from codec.decoder import LatentDiffusionDecoder
+from codec.diffusion.samplers import SAMPLERS
 from codec.encoder import SemantiCodecEncoder
 from codec.frontend import waveform_to_fbank
 from codec.tokenfile import validate_tokens
@@ -172,6 +174,7 @@ class SemantiCodec(nn.Module):
         padded with zeros past each item's length, and lengths [B]. ``batch_size`` is the number of
         10.24-s segments (across all inputs) run through the encoder at once.
         """
+        check_int("batch_size", batch_size, 1)
         if device is not None:
             self.to(device)
         return self.encode_waveforms(self._waveforms(audio, sample_rate, channel_policy), batch_size=batch_size)
@@ -236,6 +239,7 @@ class SemantiCodec(nn.Module):
         batch. ``on_window(done, total)`` reports progress.
         """
         config = self.config
+        self.check_decode_settings(steps, cfg_scale, sampler, eta, batch_size)
         lengths = validate_tokens(tokens, lengths, config.semantic_vocab_size, config.acoustic_vocab_size)
         if tokens.dim() == 2:
             tokens = tokens[None]
@@ -271,14 +275,19 @@ class SemantiCodec(nn.Module):
 
     @staticmethod
     def _item_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
-        if seed is None:
-            return torch.randint(0, 2**62, (count,)).tolist()
-        if isinstance(seed, int):
-            return [seed] * count
-        seeds = [int(s) for s in seed]
-        if len(seeds) != count:
-            raise ValueError(f"got {len(seeds)} seeds for {count} items")
-        return seeds
+        seeds = check_seeds(seed, count)
+        return torch.randint(0, 2**62, (count,)).tolist() if seeds is None else seeds
+
+    def check_decode_settings(self, steps: object, cfg_scale: object, sampler: object, eta: object,
+                               batch_size: object) -> None:
+        """Raise ValueError for decoder settings that would run but give garbage (NaN guidance, an empty
+        batch), naming the argument and its accepted range."""
+        check_int("steps", steps, 1, self.config.diffusion.timesteps)
+        check_float("cfg_scale", cfg_scale, 0.0)
+        check_float("eta", eta, 0.0, 1.0)
+        check_int("batch_size", batch_size, 1)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
 
     def decode(
         self,
@@ -298,6 +307,8 @@ class SemantiCodec(nn.Module):
         ``sampler``: ``"ddim"`` (official; ``eta=1`` stochastic as released, ``eta=0``
         deterministic) or ``"dpmpp2m"`` (DPM-Solver++(2M), deterministic, good at 10-25 steps).
         """
+        self.check_decode_settings(steps, cfg_scale, sampler, eta, batch_size)
+        self._item_seeds(seed, tokens.shape[0] if tokens.dim() == 3 else 1)
         if tokens.dim() == 2:
             tokens = tokens[None]
         lengths_list = validate_tokens(
