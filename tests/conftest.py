@@ -14,12 +14,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PARITY_DIR = REPO_ROOT.parent / "shared" / "parity"
+PARITY_DIR = REPO_ROOT / "tests" / "data" / "parity"
 
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    """The official-code fixtures (``../shared/parity``); tests using it skip when it is absent."""
-    if not PARITY_DIR.is_dir():
-        pytest.skip(f"parity fixtures not found at {PARITY_DIR}")
+    """The official-code fixtures (``tests/data/parity``, see its README). A missing folder fails: parity
+    is checked in every clone, never skipped."""
+    if not (PARITY_DIR / "index.json").is_file():
+        pytest.fail(f"parity fixtures missing at {PARITY_DIR}: they ship with the repository (git checkout tests/data)")
     return PARITY_DIR
