@@ -16,7 +16,14 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-import sentencepiece as spm
+
+def _sentencepiece():
+    """sentencepiece, imported on first use: only text-conditioned models need it (the ``lm`` extra)."""
+    try:
+        import sentencepiece
+    except ImportError as error:
+        raise ImportError(f"captions need sentencepiece ({error}); install the lm extra: pip install 'semanticodec-lm[lm]'") from None
+    return sentencepiece
 
 
 class TextTokenizer:
@@ -27,7 +34,7 @@ class TextTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such sentencepiece model (train one with train_text_tokenizer)")
         self.path = path
-        self._model = spm.SentencePieceProcessor()
+        self._model = _sentencepiece().SentencePieceProcessor()
         try:
             self._model.Load(str(path))
         except (OSError, RuntimeError) as error:
@@ -71,7 +78,7 @@ def train_text_tokenizer(
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
-    spm.SentencePieceTrainer.Train(
+    _sentencepiece().SentencePieceTrainer.Train(
         sentence_iterator=iter(lines),
         model_writer=model,
         vocab_size=vocab_size,

@@ -58,7 +58,7 @@ def test_encode_refuses_a_batch_size_below_one(codec):
 
 
 def test_cli_refuses_nan_guidance_in_one_line_and_writes_nothing(codec, tmp_path, capsys):
-    from codec.cli import main
+    from semanticodec_lm.cli import main
     from codec.tokenfile import save_tokens
 
     folder = tmp_path / "model"

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from codec.audio import write_audio
-from codec.cli import main
+from semanticodec_lm.cli import main
 from codec.config import get_config
 from codec.model import SemantiCodec
 from codec.tokenfile import load_tokens
