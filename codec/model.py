@@ -12,6 +12,7 @@ the official numbers: the batching changes the schedule of the work, not its ari
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,20 @@ def exact_float32(device: torch.device) -> Iterator[None]:
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_context(precision: str, device: torch.device):
+    """The numeric mode of a codec call: ``"fp32"`` (exact float32, the official numbers) or ``"bf16"``
+    (bfloat16 autocast: several times faster matmuls and convs on AMX / AVX512-BF16 CPUs and on GPUs;
+    nearest-code searches and the inverse STFT stay float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return exact_float32(device)
 
 
 class Tokens(NamedTuple):
@@ -165,6 +180,7 @@ class SemantiCodec(nn.Module):
         channel_policy: str = "first",
         batch_size: int = 8,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> Tokens:
         """Audio to tokens.
 
@@ -172,30 +188,35 @@ class SemantiCodec(nn.Module):
         waveform tensors [N_i] / [C, N_i] of any lengths; tensors need their ``sample_rate`` (any
         rate; resampled to 16 kHz). Returns :class:`Tokens`: int64 [B, T, 2]
         padded with zeros past each item's length, and lengths [B]. ``batch_size`` is the number of
-        10.24-s segments (across all inputs) run through the encoder at once.
+        10.24-s segments (across all inputs) run through the encoder at once. ``precision``: ``"fp32"``
+        (official tokens) or ``"bf16"`` (faster on bf16 hardware; most tokens agree, see the README).
         """
         check_int("batch_size", batch_size, 1)
+        precision_context(precision, self.device)  # refuses a bad name before any work
         if device is not None:
             self.to(device)
-        return self.encode_waveforms(self._waveforms(audio, sample_rate, channel_policy), batch_size=batch_size)
+        return self.encode_waveforms(self._waveforms(audio, sample_rate, channel_policy), batch_size=batch_size,
+                                     precision=precision)
 
     @torch.inference_mode()
-    def encode_waveforms(self, waveforms: Sequence[torch.Tensor], *, batch_size: int = 8) -> Tokens:
+    def encode_waveforms(self, waveforms: Sequence[torch.Tensor], *, batch_size: int = 8,
+                         precision: str = "fp32") -> Tokens:
         """Mono 16-kHz waveforms (a list of float32 [N_i], already validated) to :class:`Tokens`."""
-        device = self.device
-        with exact_float32(device):
-            return self._encode_waveforms(waveforms, batch_size, device)
+        return self._encode_waveforms(waveforms, batch_size, self.device, precision)
 
-    def _encode_waveforms(self, waveforms: Sequence[torch.Tensor], batch_size: int, device: torch.device) -> Tokens:
+    def _encode_waveforms(self, waveforms: Sequence[torch.Tensor], batch_size: int, device: torch.device,
+                          precision: str) -> Tokens:
         fronts = [
             waveform_to_fbank(wave, self.config.concat_factor, fix_exact_multiple=self.fix_exact_multiple)
             for wave in waveforms
         ]
         segments = torch.cat([f.fbank.reshape(-1, SEGMENT_FRAMES, f.fbank.shape[-1]) for f in fronts])
-        pieces = [
-            self.encoder.encode_segments(segments[start : start + batch_size].to(device))
-            for start in range(0, len(segments), batch_size)
-        ]
+        # The front-end stays float32 (cheap, and the encoder checks its input); only the encoder runs in ``precision``.
+        with precision_context(precision, device):
+            pieces = [
+                self.encoder.encode_segments(segments[start : start + batch_size].to(device))
+                for start in range(0, len(segments), batch_size)
+            ]
         per_segment = torch.cat(pieces).reshape(-1, 2)
         per_item = per_segment.split([f.num_segments * self.config.tokens_per_segment for f in fronts])
         lengths = torch.tensor([f.token_count for f in fronts], dtype=torch.long)
@@ -229,6 +250,7 @@ class SemantiCodec(nn.Module):
         seed: int | Sequence[int] | None = None,
         batch_size: int = 4,
         on_window: Callable[[int, int], None] | None = None,
+        precision: str = "fp32",
     ) -> Iterator[tuple[int, torch.Tensor, bool]]:
         """Decode progressively: yields ``(item, chunk [1, n] float32, is_last)`` in playback order.
 
@@ -236,10 +258,11 @@ class SemantiCodec(nn.Module):
         final audio as soon as the crossfade after it is known, so memory stays bounded however
         long the input. ``seed`` (one int, or one per item) makes window ``j`` of an item draw its
         noise from a generator seeded by ``(seed, j)``: an item decodes identically alone or in any
-        batch. ``on_window(done, total)`` reports progress.
+        batch. ``on_window(done, total)`` reports progress. ``precision``: ``"fp32"`` (official) or
+        ``"bf16"`` (autocast; faster on bf16 hardware at a small cost in fidelity, see the README).
         """
         config = self.config
-        self.check_decode_settings(steps, cfg_scale, sampler, eta, batch_size)
+        self.check_decode_settings(steps, cfg_scale, sampler, eta, batch_size, precision)
         lengths = validate_tokens(tokens, lengths, config.semantic_vocab_size, config.acoustic_vocab_size)
         if tokens.dim() == 2:
             tokens = tokens[None]
@@ -260,10 +283,11 @@ class SemantiCodec(nn.Module):
             batch = jobs[start : start + batch_size]
             features = torch.stack([self._window_features(tokens[item], *bounds) for item, _, bounds in batch])
             generators = [window_generator(seeds[item], index, self.device) for item, index, _ in batch]
-            audio = self.decoder.decode_windows(
-                features, steps=steps, cfg_scale=cfg_scale, sampler=sampler, eta=eta, generators=generators,
-                keep_samples=[max(0, totals[item] - index * advance) for item, index, _ in batch],
-            )
+            with precision_context(precision, self.device):
+                audio = self.decoder.decode_windows(
+                    features, steps=steps, cfg_scale=cfg_scale, sampler=sampler, eta=eta, generators=generators,
+                    keep_samples=[max(0, totals[item] - index * advance) for item, index, _ in batch],
+                )
             for (item, index, _), window in zip(batch, audio):
                 is_last = index == last_window[item]
                 chunk = streams[item].push(window.reshape(1, -1).float().cpu())
@@ -279,7 +303,7 @@ class SemantiCodec(nn.Module):
         return torch.randint(0, 2**62, (count,)).tolist() if seeds is None else seeds
 
     def check_decode_settings(self, steps: object, cfg_scale: object, sampler: object, eta: object,
-                               batch_size: object) -> None:
+                              batch_size: object, precision: object = "fp32") -> None:
         """Raise ValueError for decoder settings that would run but give garbage (NaN guidance, an empty
         batch), naming the argument and its accepted range."""
         check_int("steps", steps, 1, self.config.diffusion.timesteps)
@@ -288,6 +312,8 @@ class SemantiCodec(nn.Module):
         check_int("batch_size", batch_size, 1)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
     def decode(
         self,
@@ -301,13 +327,14 @@ class SemantiCodec(nn.Module):
         seed: int | Sequence[int] | None = None,
         batch_size: int = 4,
         on_window: Callable[[int, int], None] | None = None,
+        precision: str = "fp32",
     ) -> torch.Tensor:
         """Tokens [B, T, 2] (+ lengths [B]) to audio float32 [B, 1, N] at 16 kHz (zero-padded).
 
         ``sampler``: ``"ddim"`` (official; ``eta=1`` stochastic as released, ``eta=0``
         deterministic) or ``"dpmpp2m"`` (DPM-Solver++(2M), deterministic, good at 10-25 steps).
         """
-        self.check_decode_settings(steps, cfg_scale, sampler, eta, batch_size)
+        self.check_decode_settings(steps, cfg_scale, sampler, eta, batch_size, precision)
         self._item_seeds(seed, tokens.shape[0] if tokens.dim() == 3 else 1)
         if tokens.dim() == 2:
             tokens = tokens[None]
@@ -319,7 +346,7 @@ class SemantiCodec(nn.Module):
         filled = [0] * len(totals)
         for item, chunk, _ in self.iter_decode(
             tokens, lengths_list, steps=steps, cfg_scale=cfg_scale, sampler=sampler, eta=eta,
-            seed=seed, batch_size=batch_size, on_window=on_window,
+            seed=seed, batch_size=batch_size, on_window=on_window, precision=precision,
         ):
             out[item, :, filled[item] : filled[item] + chunk.shape[-1]] = chunk
             filled[item] += chunk.shape[-1]
@@ -332,11 +359,18 @@ class SemantiCodec(nn.Module):
         *,
         channel_policy: str = "first",
         encode_batch_size: int = 8,
+        precision: str = "fp32",
         **decode_kwargs,
     ) -> torch.Tensor:
-        """Encode then decode: audio in, float32 [B, 1, N] at 16 kHz out (see :meth:`decode`)."""
-        tokens, lengths = self.encode(audio, sample_rate, channel_policy=channel_policy, batch_size=encode_batch_size)
-        return self.decode(tokens, lengths, **decode_kwargs)
+        """Encode then decode: audio in, float32 [B, 1, N] at 16 kHz out (see :meth:`decode`);
+        ``precision`` applies to both."""
+        # Settings are checked before encoding, so a bad one costs no encoder work.
+        defaults = inspect.signature(self.decode).parameters
+        self.check_decode_settings(*(decode_kwargs.get(name, defaults[name].default)
+                                     for name in ("steps", "cfg_scale", "sampler", "eta", "batch_size")), precision)
+        tokens, lengths = self.encode(audio, sample_rate, channel_policy=channel_policy, batch_size=encode_batch_size,
+                                      precision=precision)
+        return self.decode(tokens, lengths, precision=precision, **decode_kwargs)
 
 
-__all__ = ["SAMPLE_RATE", "SemantiCodec", "Tokens", "window_generator"]
+__all__ = ["PRECISIONS", "SAMPLE_RATE", "SemantiCodec", "Tokens", "precision_context", "window_generator"]

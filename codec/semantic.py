@@ -282,7 +282,12 @@ def nearest_codeword(
     if not torch.isfinite(x).all():
         raise ValueError("features contain NaN or infinite values; cannot assign codebook entries")
     lead_shape = x.shape[:-1]
-    rows = x.reshape(-1, x.shape[-1])
+    # Distances stay float32 under bf16 autocast: a bf16 search would flip near-tie tokens.
+    with torch.autocast(x.device.type, enabled=False):
+        return _nearest_rows(x.reshape(-1, x.shape[-1]).float(), codebook.float(), euclidean, block_bytes).reshape(lead_shape)
+
+
+def _nearest_rows(rows: torch.Tensor, codebook: torch.Tensor, euclidean: bool, block_bytes: int) -> torch.Tensor:
     codebook_sq = codebook.pow(2).sum(dim=1)
     rows_per_block = max(1, block_bytes // (4 * codebook.shape[0]))
     ids = []
@@ -291,7 +296,7 @@ def nearest_codeword(
         if euclidean:
             distance = distance.clamp(min=0).sqrt()
         ids.append(torch.argmin(distance, dim=1))
-    return torch.cat(ids).reshape(lead_shape)
+    return torch.cat(ids)
 
 
 def check_token_range(ids: torch.Tensor, vocab_size: int, what: str) -> None:

@@ -30,12 +30,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from codec.arguments import check_float
 from codec.audio import AudioError
 from codec.config import SAMPLE_RATE
-from codec.model import SemantiCodec, Tokens
+from codec.model import SemantiCodec, Tokens, precision_context
 from lm.config import LMConfig
 from lm.data import max_sequence_length
-from lm.generate import generate
+from lm.generate import check_sampling, generate
 from lm.layout import EOS, SEMANTIC_END
 from lm.model import AudioLM
 from lm.text import TextTokenizer
@@ -304,12 +305,12 @@ class AudioGenerator:
             f"(about {fits / rate:.2f} s of audio in all): use a shorter prompt or fewer seconds"
         )
 
-    def _prompt_tokens(self, prompt, sample_rate: int | None) -> Tokens | None:
+    def _prompt_tokens(self, prompt, sample_rate: int | None, precision: str = "fp32") -> Tokens | None:
         if prompt is None:
             return None
         if isinstance(prompt, Tokens):
             return Tokens(prompt.tokens.to(self.codec.device), prompt.lengths.to(self.codec.device))
-        return self.codec.encode(prompt, sample_rate)
+        return self.codec.encode(prompt, sample_rate, precision=precision)
 
     @torch.inference_mode()
     def generate_tokens(
@@ -324,6 +325,7 @@ class AudioGenerator:
         top_k: int | None = None,
         top_p: float | None = None,
         cfg_scale: float | None = None,
+        precision: str = "fp32",
     ) -> Tokens:
         """Sample ``seconds`` of new codec frames per row: tokens [B, Tp + T, 2] (prompt first) and lengths [B].
 
@@ -331,8 +333,13 @@ class AudioGenerator:
         [B, N] with ``sample_rate``, or codec :class:`Tokens`, continued by the LM. ``cfg_scale``
         (classifier-free guidance on the text) defaults to 3 with text and 1 without. The end marker
         is held back until the requested length, so every row gets exactly the same number of new
-        frames. Same seed and settings, same tokens.
+        frames. Same seed and settings, same tokens. ``precision="bf16"`` runs the transformer under
+        bfloat16 autocast (faster on bf16 hardware; sampling still reads float32 probabilities).
         """
+        check_float("seconds", seconds, 0.0)
+        check_sampling(temperature, top_k, top_p)  # before the prompt is encoded
+        if cfg_scale is not None:
+            check_float("cfg_scale", cfg_scale, 0.0)
         texts = self._texts(text)
         prompt_tokens = self._prompt_tokens(prompt, sample_rate)
         if cfg_scale is None:
@@ -340,13 +347,14 @@ class AudioGenerator:
         if texts is not None and prompt_tokens is not None and len(texts) != len(prompt_tokens.lengths):
             raise ValueError(f"{len(texts)} captions but {len(prompt_tokens.lengths)} prompts")
         self._check_length(texts, prompt_tokens, seconds)
-        result = generate(
-            _NoEarlyEnd(self.model),
-            prompt=None if prompt_tokens is None else prompt_tokens.tokens,
-            prompt_lengths=None if prompt_tokens is None else prompt_tokens.lengths,
-            text=texts, tokenizer=self.tokenizer, max_frames=self.frames_for(seconds),
-            temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, seed=seed,
-        )
+        with precision_context(precision, self.codec.device):
+            result = generate(
+                _NoEarlyEnd(self.model),
+                prompt=None if prompt_tokens is None else prompt_tokens.tokens,
+                prompt_lengths=None if prompt_tokens is None else prompt_tokens.lengths,
+                text=texts, tokenizer=self.tokenizer, max_frames=self.frames_for(seconds),
+                temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, seed=seed,
+            )
         return Tokens(result.tokens, result.lengths)
 
     def generate(
@@ -363,20 +371,24 @@ class AudioGenerator:
         cfg_scale: float | None = None,
         decode_steps: int = 25,
         sampler: str = "dpmpp2m",
+        precision: str = "fp32",
     ) -> GeneratedAudio:
         """Generate tokens (see :meth:`generate_tokens`) and decode them through the diffusion decoder.
 
         Returns :class:`GeneratedAudio`: audio float32 [B, 1, N] at 16 kHz, where row b holds the
         prompt's reconstruction (when prompted) followed by exactly ``seconds`` of new audio
         (zeros after), and the tokens. ``seed`` drives both the LM sampling and the decoder noise;
-        None draws one at random.
+        None draws one at random. ``precision`` (``"fp32"`` or ``"bf16"``) applies to the prompt's
+        encoding, the LM and the decoder.
         """
+        self.codec.check_decode_settings(decode_steps, 0.0, sampler, 0.0, 1, precision)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        prompt_tokens = self._prompt_tokens(prompt, sample_rate)
+        prompt_tokens = self._prompt_tokens(prompt, sample_rate, precision)
         tokens = self.generate_tokens(text, prompt_tokens, seconds, seed=seed, temperature=temperature,
-                                      top_k=top_k, top_p=top_p, cfg_scale=cfg_scale)
-        decoded = self.codec.decode(tokens.tokens, tokens.lengths, steps=decode_steps, sampler=sampler, seed=seed)
+                                      top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, precision=precision)
+        decoded = self.codec.decode(tokens.tokens, tokens.lengths, steps=decode_steps, sampler=sampler, seed=seed,
+                                    precision=precision)
         prompt_lengths = [0] * len(tokens.lengths) if prompt_tokens is None else prompt_tokens.lengths.tolist()
         totals = [self.codec.num_samples([n])[0] + round(seconds * SAMPLE_RATE) for n in prompt_lengths]
         audio = torch.zeros(len(totals), 1, max(totals))
@@ -409,6 +421,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-steps", type=int, default=25, help="diffusion decoder steps (default: %(default)s)")
     parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="dpmpp2m", help="(default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="fp32, or bf16 autocast: faster on AMX / AVX512-BF16 CPUs and GPUs (default: %(default)s)")
 
 
 def tokens_path_for(wav: str | os.PathLike) -> Path:
@@ -436,7 +450,7 @@ def run_generate(args: argparse.Namespace) -> int:
     audio, tokens = generator.generate(
         text=args.text, prompt=args.prompt, seconds=args.seconds, seed=seed, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale, decode_steps=args.decode_steps,
-        sampler=args.sampler,
+        sampler=args.sampler, precision=args.precision,
     )
     write_audio(output, audio[0, 0])
     extra = {"text": args.text, "prompt": args.prompt, "seconds": args.seconds, "seed": seed, "model": str(args.model),

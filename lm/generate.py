@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from codec.arguments import check_float, check_int
 from lm.layout import PAD, AudioCursor
 from lm.model import AudioLM
 
@@ -45,7 +46,7 @@ def sample_next(
     ``temperature`` 0 is greedy; ``top_k`` keeps the k most likely allowed ids, ``top_p`` the
     smallest set whose probability reaches p (the most likely id always stays).
     """
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p)
     logits = logits.float().masked_fill(~allowed, float("-inf"))
     if temperature == 0:
         return logits.argmax(-1)
@@ -66,12 +67,13 @@ def sample_next(
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[-1] - 1)
 
 
-def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise ValueError naming the argument for a temperature, top_k or top_p outside its range."""
+    # NaN would otherwise pass ``< 0`` and surface as an illegal id far from its cause.
+    check_float("temperature", temperature, 0.0)
+    if top_k is not None:
+        check_int("top_k", top_k, 1)
+    if top_p is not None and check_float("top_p", top_p, 0.0, 1.0) == 0.0:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
 
 
@@ -142,7 +144,7 @@ def generate(
     """
     if max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p)
     layout = model.config.layout
     device = next(model.parameters()).device
     text_ids = _text_ids(text, tokenizer, model)

@@ -166,3 +166,20 @@ def test_save_and_load_pretrained_round_trip(codec, tmp_path):
     assert torch.equal(loaded.encode(wave, 16000).tokens, codec.encode(wave, 16000).tokens)
     with pytest.raises(CheckpointError, match="no such codec folder"):
         SemantiCodec.from_pretrained(tmp_path / "nowhere")
+
+
+def test_bf16_precision_keeps_most_tokens_and_stays_close_to_float32(codec):
+    wave = tone(3.0)[None]
+    exact = codec.encode(wave, 16000)
+    fast = codec.encode(wave, 16000, precision="bf16")
+    assert fast.tokens.dtype == torch.int64 and torch.equal(fast.lengths, exact.lengths)
+    assert (fast.tokens == exact.tokens).float().mean() > 0.8
+    audio = codec.decode(exact.tokens, exact.lengths, steps=2, sampler="dpmpp2m", seed=0)
+    quick = codec.decode(exact.tokens, exact.lengths, steps=2, sampler="dpmpp2m", seed=0, precision="bf16")
+    assert quick.dtype == torch.float32 and quick.shape == audio.shape
+    assert 0 < ((quick - audio).norm() / audio.norm()).item() < 0.2
+    for call in (lambda: codec.encode(wave, 16000, precision="fp16"),
+                 lambda: codec.decode(exact.tokens, precision="half"),
+                 lambda: codec.reconstruct(wave, 16000, precision="int8")):
+        with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+            call()

@@ -204,3 +204,17 @@ def test_export_refuses_what_is_not_an_lm_checkpoint(generator, tmp_path):
         export_checkpoint(tmp_path / "wrong.ckpt", tmp_path / "out", codec_identity(CODEC))
     with pytest.raises(LMFolderError, match="no such checkpoint"):
         export_checkpoint(tmp_path / "absent.ckpt", tmp_path / "out", codec_identity(CODEC))
+
+
+@pytest.mark.parametrize("setting, match", [
+    ({"temperature": float("nan")}, "temperature must be a finite number"),
+    ({"top_p": 0.0}, "top_p must lie in"),
+    ({"top_k": 0}, "top_k must be >= 1"),
+    ({"seconds": float("inf")}, "seconds must be a finite number"),
+    ({"cfg_scale": float("nan")}, "cfg_scale must be a finite number"),
+    ({"precision": "fp16"}, "precision must be one of"),
+])
+def test_generation_refuses_bad_settings_naming_them(setting, match):
+    generator = AudioGenerator.from_pretrained("default")
+    with pytest.raises(ValueError, match=match):
+        generator.generate(**{"seconds": 1.0, **setting})
