@@ -169,6 +169,9 @@ def _check_channel_policy(channel_policy: str, name: str) -> None:
         )
 
 
+MAX_CHANNELS = 8  # more "channels" than this, with fewer samples than channels, is a transposed waveform
+
+
 def prepare_waveform(
     wave: torch.Tensor, sample_rate: int, *, channel_policy: str = "first", name: str = "<tensor>"
 ) -> torch.Tensor:
@@ -193,6 +196,10 @@ def prepare_waveform(
         raise AudioError(name, f"expected floating-point samples in [-1, 1], got dtype {wave.dtype}")
     if wave.shape[0] == 0 or wave.shape[1] == 0:
         raise AudioError(name, f"waveform is empty (shape {list(wave.shape)})")
+    if wave.shape[1] <= MAX_CHANNELS < wave.shape[0]:
+        # soundfile and numpy give [N, C]; read as [C, N] it would be C tiny "recordings" of N samples.
+        raise AudioError(name, f"shape {list(wave.shape)} looks like [samples, channels] (channels last); "
+                               f"pass [channels, samples], e.g. wave.T")
     finite = torch.isfinite(wave)
     if not bool(finite.all()):
         bad = int((~finite).sum())

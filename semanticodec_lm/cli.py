@@ -13,6 +13,7 @@ validate, so an interrupted run can simply be started again.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -44,6 +45,7 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed of the diffusion noise (default: random)")
     parser.add_argument("--batch-size", type=int, default=4, help="decoder windows per batch (default: %(default)s)")
     _add_precision_arg(parser)
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that a finished run already wrote")
 
 
 def _add_precision_arg(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(commands.add_parser("eval", help="reconstruct a manifest's clips and score them"))
     add_probe_arguments(commands.add_parser("probe", help="linear/MLP probes on pooled token embeddings"))
     add_generate_arguments(commands.add_parser("generate", help="caption or prompt clip -> generated wav + tokens"))
+    for command in commands.choices.values():
+        command.add_argument("--threads", type=int, default=None,
+                             help="CPU threads for torch (default: torch's own choice, one per core); on a busy "
+                                  "machine 1 can be several times faster")
     return parser
 
 
@@ -118,6 +124,31 @@ def _wav_name(relative: Path) -> Path:
     return relative.with_name((base.stem if base.suffix.lower() in AUDIO_SUFFIXES else name) + ".wav")
 
 
+def drop_colliding(jobs: list[tuple[Path, Path]], failures: list[Path]) -> list[tuple[Path, Path]]:
+    """(input, output) pairs whose output no other input also maps to; each colliding input is reported
+    once (it would overwrite another's output, e.g. ``clip.wav`` and ``clip.flac``) and left out."""
+    sources: dict[Path, list[Path]] = {}
+    for path, target in jobs:
+        sources.setdefault(target.resolve(), []).append(path)
+    kept = []
+    for path, target in jobs:
+        others = [other for other in sources[target.resolve()] if other != path]
+        if others:
+            _fail(failures, path, ValueError(f"{path}: its output {target} would also be written for "
+                                             f"{', '.join(map(str, others))}; give them separate output folders"))
+        else:
+            kept.append((path, target))
+    return kept
+
+
+def is_complete_wav(path: Path) -> bool:
+    """An output wav that a finished run left (outputs are renamed into place only once complete)."""
+    try:
+        return path.is_file() and sf.info(str(path)).frames > 0
+    except (RuntimeError, OSError):  # soundfile raises LibsndfileError (a RuntimeError) on a damaged file
+        return False
+
+
 def _load_codec(args):
     from codec.model import SemantiCodec
 
@@ -140,8 +171,11 @@ def run_encode(args) -> int:
     out_dir = Path(args.output)
     failures: list[Path] = []
     todo = []
-    for path, relative in find_inputs(args.inputs, _is_audio):
-        target = out_dir / relative.with_name(relative.name + TOKEN_SUFFIX)
+    planned = [(path, out_dir / relative.with_name(relative.name + TOKEN_SUFFIX))
+               for path, relative in find_inputs(args.inputs, _is_audio)]
+    if not planned:
+        raise ValueError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {', '.join(args.inputs)}")
+    for path, target in drop_colliding(planned, failures):
         if target.exists() and not args.overwrite:
             try:
                 load_tokens(target, expect=codec.config)
@@ -163,7 +197,10 @@ def run_encode(args) -> int:
             tokens, lengths = codec.encode_waveforms([wave for _, _, wave in loaded], precision=args.precision)
             for (path, target, wave), item, length in zip(loaded, tokens.cpu(), lengths.cpu()):
                 extra = {"source": str(path), "source_seconds": wave.numel() / 16000}
-                save_tokens(target, item[None, :length], length[None], codec.config, extra=extra)
+                try:
+                    save_tokens(target, item[None, :length], length[None], codec.config, extra=extra)
+                except (OSError, RuntimeError) as error:  # a directory in the way, a read-only place, a full disk
+                    _fail(failures, path, OSError(f"cannot write {target}: {error}"))
                 bar.update(1)
     print(f"encoded {len(todo) - len(failures)} file(s), skipped {len(failures)} bad file(s) -> {out_dir}")
     return 1 if failures else 0
@@ -198,6 +235,9 @@ class AtomicWavWriter:
 
     def __init__(self, path: Path, sample_rate: int = 16000) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # A killed run (SIGKILL, power loss) cannot clean up: its partial file goes when the output is redone.
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp.wav"):
+            stale.unlink(missing_ok=True)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.wav", dir=path.parent)
         os.close(fd)
         self.path = path
@@ -216,18 +256,27 @@ class AtomicWavWriter:
 
 
 def _decode_to_wavs(codec, tokens: torch.Tensor, lengths: torch.Tensor, targets: list[Path], args, bar) -> None:
-    writers = {}
+    """Decode each item into its target wav, written progressively and renamed into place when complete."""
+    for target in targets:
+        if target.is_dir():
+            raise IsADirectoryError(f"output {target} is an existing directory")
+    writers: dict[int, AtomicWavWriter] = {}
+    progress = {"done": 0}
+
+    def advance(done: int, total: int) -> None:
+        bar.update(done - progress["done"])  # the decoder reports windows done so far, per batch
+        progress["done"] = done
+
     try:
         for item, chunk, last in codec.iter_decode(
             tokens, lengths, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler, eta=args.eta,
-            seed=args.seed, batch_size=args.batch_size, on_window=lambda done, total: bar.update(1),
-            precision=args.precision,
+            seed=args.seed, batch_size=args.batch_size, on_window=advance, precision=args.precision,
         ):
-            writer = writers.setdefault(item, AtomicWavWriter(targets[item]))
-            writer.write(chunk)
+            if item not in writers:
+                writers[item] = AtomicWavWriter(targets[item])
+            writers[item].write(chunk)
             if last:
-                writer.commit()
-                del writers[item]
+                writers.pop(item).commit()
     finally:
         for writer in writers.values():
             writer.abort()
@@ -246,19 +295,32 @@ def run_decode(args) -> int:
     codec.check_decode_settings(args.steps, args.cfg_scale, args.sampler, args.eta, args.batch_size, args.precision)
     out_dir = Path(args.output)
     failures: list[Path] = []
-    jobs = []
-    for path, relative in find_inputs(args.inputs, _is_tokens):
+    planned = [(path, out_dir / _wav_name(relative)) for path, relative in find_inputs(args.inputs, _is_tokens)]
+    if not planned:
+        raise ValueError(f"no token files (*{TOKEN_SUFFIX}) in {', '.join(args.inputs)}")
+    jobs, done = [], 0
+    for path, target in drop_colliding(planned, failures):
         try:
-            jobs.append((load_tokens(path, expect=codec.config), out_dir / _wav_name(relative)))
+            token_file = load_tokens(path, expect=codec.config)
         except TokenFileError as error:
             _fail(failures, path, error)
-    total = sum(_count_windows(codec, tf.lengths) for tf, _ in jobs)
+            continue
+        items = len(token_file.lengths)
+        targets = [target] if items == 1 else [target.with_name(f"{target.stem}_{i}.wav") for i in range(items)]
+        if not args.overwrite and all(is_complete_wav(t) for t in targets):
+            done += 1  # finished by an earlier run: resume after it
+            continue
+        jobs.append((path, token_file, targets))
+    total = sum(_count_windows(codec, token_file.lengths) for _, token_file, _ in jobs)
+    written = 0
     with tqdm(total=total, unit="window", desc="decode") as bar:
-        for token_file, target in jobs:
-            items = len(token_file.lengths)
-            targets = [target] if items == 1 else [target.with_name(f"{target.stem}_{i}.wav") for i in range(items)]
-            _decode_to_wavs(codec, token_file.tokens, token_file.lengths, targets, args, bar)
-    print(f"decoded {len(jobs)} file(s), skipped {len(failures)} bad file(s) -> {out_dir}")
+        for path, token_file, targets in jobs:
+            try:
+                _decode_to_wavs(codec, token_file.tokens, token_file.lengths, targets, args, bar)
+                written += 1
+            except (OSError, RuntimeError) as error:  # a directory in the way, a read-only place, a full disk
+                _fail(failures, path, OSError(f"cannot write {targets[0]}: {error}"))
+    print(f"decoded {written} file(s), kept {done} finished earlier, skipped {len(failures)} bad file(s) -> {out_dir}")
     return 1 if failures else 0
 
 
@@ -269,9 +331,16 @@ def run_reconstruct(args) -> int:
     codec.check_decode_settings(args.steps, args.cfg_scale, args.sampler, args.eta, args.batch_size, args.precision)
     out_dir = Path(args.output)
     failures: list[Path] = []
-    inputs = find_inputs(args.inputs, _is_audio)
+    planned = [(path, out_dir / _wav_name(relative)) for path, relative in find_inputs(args.inputs, _is_audio)]
+    if not planned:
+        raise ValueError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {', '.join(args.inputs)}")
+    jobs = drop_colliding(planned, failures)
+    written = done = 0
     with tqdm(unit="window", desc="reconstruct") as bar:
-        for path, relative in inputs:
+        for path, target in jobs:
+            if not args.overwrite and is_complete_wav(target):
+                done += 1  # finished by an earlier run: resume after it
+                continue
             try:
                 wave = load_audio(path, channel_policy=args.channel_policy)
             except AudioError as error:
@@ -279,8 +348,13 @@ def run_reconstruct(args) -> int:
                 continue
             tokens, lengths = codec.encode_waveforms([wave], precision=args.precision)
             bar.total = (bar.total or 0) + _count_windows(codec, lengths)
-            _decode_to_wavs(codec, tokens, lengths, [out_dir / _wav_name(relative)], args, bar)
-    print(f"reconstructed {len(inputs) - len(failures)} file(s), skipped {len(failures)} bad file(s) -> {out_dir}")
+            try:
+                _decode_to_wavs(codec, tokens, lengths, [target], args, bar)
+                written += 1
+            except (OSError, RuntimeError) as error:  # a directory in the way, a read-only place, a full disk
+                _fail(failures, path, OSError(f"cannot write {target}: {error}"))
+    print(f"reconstructed {written} file(s), kept {done} finished earlier, skipped {len(failures)} bad file(s) "
+          f"-> {out_dir}")
     return 1 if failures else 0
 
 
@@ -317,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``semanticodec`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if args.threads is not None:
+            from codec.arguments import check_int
+
+            torch.set_num_threads(check_int("threads", args.threads, 1))
         return COMMANDS[args.command](args)
     except (ValueError, OSError, KeyError, ImportError) as error:  # configuration problems: one line
         print(f"error: {error}", file=sys.stderr)
