@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from codec import cli
+from semanticodec_lm import cli
 from codec.audio import load_audio
 from codec.metrics import mel_distance
 from codec.model import PRETRAINED_DIR, SemantiCodec
