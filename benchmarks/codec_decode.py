@@ -14,11 +14,20 @@ Variants, each in a fresh subprocess so its peak RSS is its own:
   guidance pairs and windows batched, the context-free first UNet layers run once per pair,
   cross-attention keys/values computed once per window, a last window cut short by the trim
   vocoded only as far as the kept samples reach; stitched output compared with ``official``;
-- ``dpmpp-10`` / ``dpmpp-25``: DPM-Solver++(2M) at 10 and 25 steps (batched as ``ours``).
+- ``dpmpp-10`` / ``dpmpp-25``: DPM-Solver++(2M) at 10 and 25 steps (batched as ``ours``);
+- ``ours-bf16``, ``dpmpp-10-bf16``: the same with ``precision="bf16"`` (bfloat16 autocast);
+- ``ours-bf16-compiled``: ``ours-bf16`` with the UNet under ``torch.compile`` (the compilation, done
+  on a warm-up window, is reported apart and not in s/window).
+
+The CPU's model and its bf16 flags are printed above the table. ``--quality CODEC`` instead
+measures what bf16 costs on real audio: the repository's acceptance clips reconstructed by that codec
+in bf16 and in float32, the log-mel distance between the two as a fraction of the float32
+reconstruction's own distance to the input.
 
     .venv/bin/python benchmarks/codec_decode.py                      # CPU, about 45 min
-    .venv/bin/python benchmarks/codec_decode.py --seconds 10.24 --variants official,ours
-    .venv/bin/python benchmarks/codec_decode.py --device cuda --batch-size 16 --bf16
+    .venv/bin/python benchmarks/codec_decode.py --seconds 10.24 --variants official,ours,ours-bf16
+    .venv/bin/python benchmarks/codec_decode.py --quality default
+    .venv/bin/python benchmarks/codec_decode.py --device cuda --batch-size 16 --variants ours,ours-bf16
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -40,9 +50,32 @@ from codec.diffusion.conditioning import build_context, unconditional_context
 from codec.diffusion.samplers import GaussianNoise, sample
 from codec.model import SemantiCodec, window_generator
 from codec.windows import overlap_add, split_windows
+from hardware import cpu_description
 
-VARIANTS = {"official": ("ddim", 50), "official-procedure": ("ddim", 50), "ours": ("ddim", 50),
-            "dpmpp-10": ("dpmpp2m", 10), "dpmpp-25": ("dpmpp2m", 25)}
+# variant: (sampler, steps, precision, compiled UNet)
+VARIANTS = {"official": ("ddim", 50, "fp32", False), "official-procedure": ("ddim", 50, "fp32", False),
+            "ours": ("ddim", 50, "fp32", False), "ours-bf16": ("ddim", 50, "bf16", False),
+            "ours-bf16-compiled": ("ddim", 50, "bf16", True), "dpmpp-10": ("dpmpp2m", 10, "fp32", False),
+            "dpmpp-25": ("dpmpp2m", 25, "fp32", False), "dpmpp-10-bf16": ("dpmpp2m", 10, "bf16", False)}
+ACCEPTANCE_CLIPS = Path(__file__).resolve().parents[1] / "tests" / "data" / "codec_acceptance"
+
+
+def bf16_quality(source: str, steps: int = 25) -> list[dict]:
+    """Per acceptance clip: mel distance of the bf16 reconstruction to the float32 one, and of the
+    float32 one to the input (DPM-Solver++ ``steps`` steps, seed 0, the same noise for both)."""
+    from codec.audio import load_audio
+    from codec.metrics import mel_distance
+
+    codec = SemantiCodec.from_pretrained(source).eval()
+    rows = []
+    for path in sorted(ACCEPTANCE_CLIPS.glob("*.flac")):
+        wave = load_audio(path)
+        exact, fast = (codec.reconstruct(wave[None], 16000, steps=steps, sampler="dpmpp2m", seed=0,
+                                         precision=precision)[0, 0] for precision in ("fp32", "bf16"))
+        n = min(wave.numel(), exact.numel())
+        rows.append({"clip": path.stem, "bf16_vs_fp32": mel_distance(exact[:n], fast[:n]),
+                     "fp32_vs_input": mel_distance(wave[:n], exact[:n])})
+    return rows
 
 
 def official_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -86,9 +119,17 @@ def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16
     bounds = split_windows(len(tokens), codec.config.window_tokens)
     # Window j draws its noise as SemantiCodec.decode(seed=0) seeds it, so every variant sees the same noise.
     generators = [window_generator(0, j, device) for j in range(len(bounds))]
-    sampler, steps = VARIANTS[variant]
+    sampler, steps, precision, compiled = VARIANTS[variant]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.startswith("cuda"))
+    compile_s = 0.0
+    if compiled:
+        codec.decoder.model.diffusion_model = torch.compile(codec.decoder.unet)
+        start = time.perf_counter()
+        with torch.inference_mode():  # compiles for the shapes the timed decode uses
+            codec.decode(tokens[: codec.config.window_tokens], steps=2, sampler=sampler, seed=0,
+                         batch_size=batch_size, precision=precision)
+        compile_s = time.perf_counter() - start
     sync()
     start = time.perf_counter()
     if variant == "official":  # this worker process only: attention, layouts and swish computed the official way
@@ -102,7 +143,8 @@ def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16
                        for b, g in zip(bounds, generators)]
             audio = overlap_add([w[0] for w in windows])[..., : codec.num_samples([len(tokens)])[0]]
         else:  # what users run: SemantiCodec.decode
-            audio = codec.decode(tokens, steps=steps, sampler=sampler, eta=1.0, seed=0, batch_size=batch_size)[0]
+            audio = codec.decode(tokens, steps=steps, sampler=sampler, eta=1.0, seed=0, batch_size=batch_size,
+                                 precision=precision)[0]
     sync()
     elapsed = time.perf_counter() - start
     audio = audio.float().cpu()
@@ -110,7 +152,7 @@ def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"variant": variant, "seconds": seconds, "windows": len(bounds), "total_s": elapsed,
-            "per_window_s": elapsed / len(bounds), "peak_gib": peak}
+            "per_window_s": elapsed / len(bounds), "peak_gib": peak, "compile_s": compile_s}
 
 
 def main() -> None:
@@ -122,8 +164,19 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--config", default="official-100-16384", help="codec size (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per variant; the median is shown")
+    parser.add_argument("--quality", default=None, metavar="CODEC",
+                        help="measure bf16's quality cost on the acceptance clips with this codec instead")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(f"CPU: {cpu_description()}", flush=True)
+    if args.quality:
+        rows = bf16_quality(args.quality)
+        print(f"\nbf16 quality cost, codec {args.quality}, DPM-Solver++ 25 steps, seed 0\n")
+        print("| clip | mel distance bf16 vs fp32 | fp32 vs input | cost (ratio) |\n|---|---|---|---|")
+        for row in rows:
+            print(f"| {row['clip']} | {row['bf16_vs_fp32']:.3f} | {row['fp32_vs_input']:.3f} "
+                  f"| {row['bf16_vs_fp32'] / row['fp32_vs_input']:.3f} |")
+        return
     if args.worker:
         variant, seconds = args.worker.split("@")
         print(json.dumps(run_variant(variant, float(seconds), args.batch_size, args.device, args.bf16, args.config)))
@@ -144,8 +197,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, batch {args.batch_size}\n")
     print(f"Median of {args.repeats} run(s) per variant.\n")
     print("| audio | variant | windows | s/window | speed-up vs official | vs official-procedure | peak memory (GiB) "
-          "| rel. diff vs official |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| rel. diff vs official | compile (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
 
     def speedup(reference: dict | None, row: dict) -> str:
         return f"{reference['per_window_s'] / row['per_window_s']:.2f}x" if reference else "-"
@@ -153,12 +206,12 @@ def main() -> None:
     for r in rows:
         ref = base.get(r["seconds"])
         diff = "-"
-        if ref and VARIANTS[r["variant"]] == VARIANTS["official"]:
+        if ref and VARIANTS[r["variant"]][:2] == VARIANTS["official"][:2]:
             a = torch.load(f"/tmp/codec_decode_official_{r['seconds']}.pt")
             b = torch.load(f"/tmp/codec_decode_{r['variant']}_{r['seconds']}.pt")
             diff = f"{((b - a).norm() / a.norm()).item():.1e}"
         print(f"| {r['seconds']:g} s | {r['variant']} | {r['windows']} | {r['per_window_s']:.1f} | {speedup(ref, r)} "
-              f"| {speedup(procedure.get(r['seconds']), r)} | {r['peak_gib']:.2f} | {diff} |")
+              f"| {speedup(procedure.get(r['seconds']), r)} | {r['peak_gib']:.2f} | {diff} | {r['compile_s'] or '-'} |")
 
 
 if __name__ == "__main__":
