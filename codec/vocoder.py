@@ -183,7 +183,6 @@ class ISTFTVocoder(nn.Module):
         )
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.head = nn.Linear(cfg.dim, cfg.n_fft + 2)
-        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     @property
     def hop_length(self) -> int:
@@ -224,7 +223,9 @@ class ISTFTVocoder(nn.Module):
         frames = log_mel.shape[-1]
         spectrum = self.spectrum(log_mel)
         with torch.autocast(log_mel.device.type, enabled=False):
-            audio = torch.istft(spectrum, self.cfg.n_fft, self.cfg.hop_length, window=self.window,
+            # Made per call, not a buffer: codecs are built on the meta device and loaded from state dicts.
+            window = torch.hann_window(self.cfg.n_fft, device=log_mel.device)
+            audio = torch.istft(spectrum, self.cfg.n_fft, self.cfg.hop_length, window=window,
                                 center=True, length=self.output_length(frames))
         return audio.clamp(-1.0, 1.0).unsqueeze(1)
 

@@ -188,3 +188,19 @@ def test_codec_config_with_istft_vocoder_round_trips_and_official_hash_is_unchan
     # The official dict has no vocoder ``kind``: its identity (token files, LM folders) is unchanged.
     assert "kind" not in get_config("official-100-16384").to_dict()["vocoder"]
     assert get_config("official-100-16384").config_hash() == "0d8a6534e001acce"
+
+
+def test_a_codec_with_the_istft_vocoder_saves_and_loads(tmp_path) -> None:
+    from dataclasses import replace
+
+    from codec.config import ISTFTVocoderConfig, get_config
+    from codec.model import SemantiCodec
+
+    torch.manual_seed(0)
+    config = replace(get_config("tiny-100"), vocoder=ISTFTVocoderConfig(dim=16, intermediate_dim=32, num_blocks=1))
+    codec = SemantiCodec(config).eval()
+    loaded = SemantiCodec.from_pretrained(codec.save_pretrained(tmp_path / "codec"))  # built on the meta device
+    assert loaded.config == config
+    mel = torch.randn(1, 64, 40) - 4
+    with torch.no_grad():
+        assert torch.equal(loaded.decoder.first_stage_model.vocoder(mel), codec.decoder.first_stage_model.vocoder(mel))
