@@ -84,6 +84,14 @@ def token_budget(
     return target, math.ceil(target)
 
 
+def segment_count(num_samples: int, *, fix_exact_multiple: bool = False) -> int:
+    """10.24-s segments after :func:`pad_to_segments` of ``num_samples`` samples (official: an exact
+    multiple gains a silent segment; with ``fix_exact_multiple`` it does not)."""
+    _check_positive_int(num_samples, "num_samples")
+    whole, remainder = divmod(num_samples, SEGMENT_SAMPLES)
+    return whole if fix_exact_multiple and remainder == 0 else whole + 1
+
+
 def pad_to_segments(wave: torch.Tensor, *, fix_exact_multiple: bool = False) -> torch.Tensor:
     """Zero-pad the last axis of ``wave`` [..., N] to a multiple of 163840 samples.
 
@@ -92,10 +100,49 @@ def pad_to_segments(wave: torch.Tensor, *, fix_exact_multiple: bool = False) -> 
     """
     if wave.dim() == 0 or wave.shape[-1] == 0:
         raise ValueError(f"expected a non-empty waveform [..., samples], got shape {list(wave.shape)}")
-    remainder = wave.shape[-1] % SEGMENT_SAMPLES
-    if fix_exact_multiple and remainder == 0:
-        return wave
-    return F.pad(wave, (0, SEGMENT_SAMPLES - remainder))
+    target = segment_count(wave.shape[-1], fix_exact_multiple=fix_exact_multiple) * SEGMENT_SAMPLES
+    return F.pad(wave, (0, target - wave.shape[-1])) if target > wave.shape[-1] else wave
+
+
+FBANK_WINDOW_SAMPLES = 400  # one 25-ms Kaldi frame
+SEGMENTS_PER_FBANK_CHUNK = 8  # bounds the front-end's memory for long inputs (about 40 MB per chunk)
+
+
+def iter_fbank_segments(padded: torch.Tensor, segments_per_chunk: int = SEGMENTS_PER_FBANK_CHUNK):
+    """The normalised fbank of :func:`kaldi_fbank`, a few 10.24-s segments at a time.
+
+    Yields float32 [k, 1024, 128] for consecutive segments (k <= ``segments_per_chunk``); memory is
+    bounded by the chunk, not the input. Kaldi frames are local (each sees 400 samples; the global
+    mean is taken first), so every chunk's frames are exactly those of the whole-signal computation.
+    """
+    if padded.dim() != 1 or padded.numel() == 0 or padded.numel() % SEGMENT_SAMPLES:
+        raise ValueError(
+            f"expected a 1-D waveform whose length is a positive multiple of {SEGMENT_SAMPLES}, "
+            f"got shape {list(padded.shape)} (use pad_to_segments first)"
+        )
+    _check_positive_int(segments_per_chunk, "segments_per_chunk")
+    wave = padded.to(torch.float32)
+    mean = wave.mean()
+    segments = wave.numel() // SEGMENT_SAMPLES
+    for first in range(0, segments, segments_per_chunk):
+        count = min(segments_per_chunk, segments - first)
+        start = first * SEGMENT_SAMPLES
+        # The chunk's last frame starts 160 samples before its end and reaches 240 samples past it.
+        stop = min(wave.numel(), start + count * SEGMENT_SAMPLES + FBANK_WINDOW_SAMPLES - 160)
+        with torch.autocast(wave.device.type, enabled=False):  # the front-end is float32 under any precision
+            fbank = torchaudio.compliance.kaldi.fbank(
+                (wave[start:stop] - mean).unsqueeze(0),
+                htk_compat=True,
+                sample_frequency=SAMPLE_RATE,
+                use_energy=False,
+                window_type="hanning",
+                num_mel_bins=FBANK_MEL_BINS,
+                dither=0.0,
+                frame_shift=FBANK_FRAME_SHIFT_MS,
+            )[: count * SEGMENT_FRAMES]
+        # The whole signal has 1024 n - 2 frames: the official code appends log-domain zero frames.
+        fbank = F.pad(fbank, (0, 0, 0, count * SEGMENT_FRAMES - fbank.shape[0]))
+        yield ((fbank - FBANK_MEAN) / (FBANK_STD * 2)).reshape(count, SEGMENT_FRAMES, FBANK_MEL_BINS)
 
 
 def kaldi_fbank(padded: torch.Tensor) -> torch.Tensor:
@@ -104,27 +151,9 @@ def kaldi_fbank(padded: torch.Tensor) -> torch.Tensor:
     padded: float [Npad], Npad a positive multiple of 163840. Returns float32 [1024 n, 128]
     with n = Npad / 163840: global mean removed, fbank over the whole signal (1024 n - 2 frames),
     log-domain zero frames appended, then (x - mean) / (2 std) with the AudioSet statistics.
+    Computed in chunks of segments (:func:`iter_fbank_segments`), with the same result.
     """
-    if padded.dim() != 1 or padded.numel() == 0 or padded.numel() % SEGMENT_SAMPLES:
-        raise ValueError(
-            f"expected a 1-D waveform whose length is a positive multiple of {SEGMENT_SAMPLES}, "
-            f"got shape {list(padded.shape)} (use pad_to_segments first)"
-        )
-    wave = padded.to(torch.float32)
-    wave = wave - wave.mean()
-    fbank = torchaudio.compliance.kaldi.fbank(
-        wave.unsqueeze(0),
-        htk_compat=True,
-        sample_frequency=SAMPLE_RATE,
-        use_energy=False,
-        window_type="hanning",
-        num_mel_bins=FBANK_MEL_BINS,
-        dither=0.0,
-        frame_shift=FBANK_FRAME_SHIFT_MS,
-    )
-    target_frames = SEGMENT_FRAMES * (wave.numel() // SEGMENT_SAMPLES)
-    fbank = F.pad(fbank, (0, 0, 0, target_frames - fbank.shape[0]))
-    return (fbank - FBANK_MEAN) / (FBANK_STD * 2)
+    return torch.cat(list(iter_fbank_segments(padded))).reshape(-1, FBANK_MEL_BINS)
 
 
 def kaldi_fbank_batch(padded: torch.Tensor) -> torch.Tensor:

@@ -25,11 +25,11 @@ from torch import nn
 from codec import checkpoints
 from codec.arguments import check_float, check_int, check_seeds
 from codec.audio import load_audio, prepare_waveform
-from codec.config import SAMPLE_RATE, SEGMENT_FRAMES, CodecConfig, get_config, official_config
+from codec.config import SAMPLE_RATE, CodecConfig, get_config, official_config
 from codec.decoder import LatentDiffusionDecoder
 from codec.diffusion.samplers import SAMPLERS
 from codec.encoder import SemantiCodecEncoder
-from codec.frontend import waveform_to_fbank
+from codec.frontend import iter_fbank_segments, pad_to_segments, segment_count, token_budget
 from codec.tokenfile import validate_tokens
 from codec.windows import OVERLAP_SAMPLES, OverlapAddStream, output_samples, split_windows
 
@@ -206,21 +206,30 @@ class SemantiCodec(nn.Module):
 
     def _encode_waveforms(self, waveforms: Sequence[torch.Tensor], batch_size: int, device: torch.device,
                           precision: str) -> Tokens:
-        fronts = [
-            waveform_to_fbank(wave, self.config.concat_factor, fix_exact_multiple=self.fix_exact_multiple)
-            for wave in waveforms
-        ]
-        segments = torch.cat([f.fbank.reshape(-1, SEGMENT_FRAMES, f.fbank.shape[-1]) for f in fronts])
-        # The front-end stays float32 (cheap, and the encoder checks its input); only the encoder runs in ``precision``.
-        with precision_context(precision, device):
-            pieces = [
-                self.encoder.encode_segments(segments[start : start + batch_size].to(device))
-                for start in range(0, len(segments), batch_size)
-            ]
+        fix = self.fix_exact_multiple
+        budgets = [token_budget(wave.numel(), self.config.concat_factor, fix_exact_multiple=fix) for wave in waveforms]
+
+        def segments() -> Iterator[torch.Tensor]:
+            """Every input's fbank segments [1024, 128] in order, computed a chunk at a time: the
+            front-end's memory stays bounded however long the input."""
+            for wave in waveforms:
+                for chunk in iter_fbank_segments(pad_to_segments(wave, fix_exact_multiple=fix)):
+                    yield from chunk
+
+        pieces, batch = [], []
+        with precision_context(precision, device):  # the front-end itself always runs in float32
+            for segment in segments():
+                batch.append(segment)
+                if len(batch) == batch_size:
+                    pieces.append(self.encoder.encode_segments(torch.stack(batch).to(device)))
+                    batch = []
+            if batch:
+                pieces.append(self.encoder.encode_segments(torch.stack(batch).to(device)))
         per_segment = torch.cat(pieces).reshape(-1, 2)
-        per_item = per_segment.split([f.num_segments * self.config.tokens_per_segment for f in fronts])
-        lengths = torch.tensor([f.token_count for f in fronts], dtype=torch.long)
-        tokens = torch.zeros(len(fronts), int(lengths.max()), 2, dtype=torch.long, device=device)
+        per_item = per_segment.split([segment_count(wave.numel(), fix_exact_multiple=fix) * self.config.tokens_per_segment
+                                      for wave in waveforms])
+        lengths = torch.tensor([count for _, count in budgets], dtype=torch.long)
+        tokens = torch.zeros(len(waveforms), int(lengths.max()), 2, dtype=torch.long, device=device)
         for i, (item, count) in enumerate(zip(per_item, lengths.tolist())):
             tokens[i, :count] = item[:count]
         return Tokens(tokens, lengths.to(device))

@@ -202,3 +202,23 @@ def test_log_mel_64_tone_peaks_in_its_mel_band(band: int) -> None:
     profile = mel[:, 10:-10].mean(dim=1)
     assert int(profile.argmax()) == band
     assert profile.max() - profile.median() > 5.0  # the tone stands far above the rest of the spectrum
+
+
+def test_fbank_in_chunks_equals_the_whole_signal_computation() -> None:
+    import torchaudio
+
+    from codec.frontend import FBANK_MEAN, FBANK_STD, iter_fbank_segments, pad_to_segments, segment_count
+
+    torch.manual_seed(0)
+    padded = pad_to_segments(0.1 * torch.randn(int(16000 * 35.3)))
+    assert padded.numel() == segment_count(int(16000 * 35.3)) * 163840 == 4 * 163840
+    wave = padded - padded.mean()
+    whole = torchaudio.compliance.kaldi.fbank(wave[None], htk_compat=True, sample_frequency=16000, use_energy=False,
+                                              window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
+    whole = torch.nn.functional.pad(whole, (0, 0, 0, 4096 - whole.shape[0]))
+    whole = (whole - FBANK_MEAN) / (FBANK_STD * 2)
+    for per_chunk in (1, 3, 8):
+        chunks = list(iter_fbank_segments(padded, per_chunk))
+        assert all(chunk.shape[1:] == (1024, 128) for chunk in chunks)
+        assert torch.equal(torch.cat(chunks).reshape(-1, 128), whole)  # bit for bit
+    assert segment_count(163840) == 2 and segment_count(163840, fix_exact_multiple=True) == 1
