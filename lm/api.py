@@ -287,6 +287,23 @@ class AudioGenerator:
                              "use a text-conditioned LM or a prompt")
         return texts
 
+    def _frames_that_fit(self, text_ids: int | None) -> int:
+        """The most codec frames (prompt + new) the model's positions hold after ``text_ids`` caption ids."""
+        layout, limit = self.model.config.layout, self.model.config.max_seq_len
+        low, high = 0, limit  # a frame takes at least one position
+        while low < high:
+            middle = (low + high + 1) // 2
+            if max_sequence_length(layout, middle, text_ids) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def max_seconds(self, caption: str | None = None) -> float:
+        """The longest prompt + new audio, in seconds, that this LM holds with ``caption`` (or none)."""
+        text_ids = None if caption is None else len(self.tokenizer.encode(self._texts(caption)[0]))
+        return self._frames_that_fit(text_ids) / self.frames_per_second
+
     def _check_length(self, texts: list[str] | None, prompt: Tokens | None, seconds: float) -> None:
         """Refuse, in seconds, a prompt plus new audio longer than the model's positions hold."""
         layout, limit = self.model.config.layout, self.model.config.max_seq_len
@@ -295,9 +312,7 @@ class AudioGenerator:
         frames = prompt_frames + self.frames_for(seconds)
         if max_sequence_length(layout, frames, text_ids) <= limit:
             return
-        fits = frames
-        while fits > 1 and max_sequence_length(layout, fits, text_ids) > limit:
-            fits -= 1
+        fits = self._frames_that_fit(text_ids)
         rate = self.frames_per_second
         raise ValueError(
             f"{prompt_frames / rate:.2f} s of prompt + {seconds:g} s of new audio need "

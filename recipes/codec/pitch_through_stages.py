@@ -47,9 +47,12 @@ def is_kept(measured: float | None, target: float) -> bool:
 
 
 @torch.inference_mode()
-def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0,
-                         steps: int = 25, seed: int = 0) -> dict[float, dict[str, float | None]]:
-    """For each tone frequency (Hz): the measured pitch (Hz, None when none is found) after each of STAGES."""
+def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0, steps: int = 25,
+                         seed: int = 0, stages: tuple[str, ...] = STAGES) -> dict[float, dict[str, float | None]]:
+    """For each tone frequency (Hz): the measured pitch (Hz, None when none is found) after each of ``stages``."""
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; choose from {list(STAGES)}")
     stage = codec.decoder.first_stage_model
     factor = stage.downsampling
     results = {}
@@ -57,12 +60,12 @@ def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: fl
         wave = harmonic_tone(hz, seconds)
         mel = log_mel_64(wave[None]).transpose(1, 2)[:, None]  # [1, 1, frames, 64]
         mel = mel[:, :, : mel.shape[2] // factor * factor]
-        outputs = {
-            "vocoder": stage.mel_to_waveform(mel),
-            "VAE + vocoder": stage.mel_to_waveform(stage.decode(stage.encode(mel).mode())),
-            "codec": codec.reconstruct(wave[None], SAMPLE_RATE, steps=steps, sampler="dpmpp2m", seed=seed),
+        run = {
+            "vocoder": lambda: stage.mel_to_waveform(mel),
+            "VAE + vocoder": lambda: stage.mel_to_waveform(stage.decode(stage.encode(mel).mode())),
+            "codec": lambda: codec.reconstruct(wave[None], SAMPLE_RATE, steps=steps, sampler="dpmpp2m", seed=seed),
         }
-        results[hz] = {name: pitch_hz(out[0, 0]) for name, out in outputs.items()}
+        results[hz] = {name: pitch_hz(run[name]()[0, 0]) for name in stages}
     return results
 
 

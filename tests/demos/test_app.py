@@ -38,25 +38,71 @@ def generator(tmp_path_factory) -> AudioGenerator:
     return AudioGenerator(model, SemantiCodec(config), tokenizer)
 
 
-def test_the_page_builds_and_the_handler_returns_the_requested_length(app_module, generator):
+@pytest.fixture()
+def demo(app_module, generator, tmp_path):
+    return app_module.Demo(generator, tmp_path / "outputs", decode_steps=1, max_upload_seconds=3.0)
+
+
+def _clip(path, seconds: float, hz: float = 330.0):
+    from codec.audio import write_audio
+
+    t = torch.arange(int(16000 * seconds)) / 16000
+    write_audio(path, 0.3 * torch.sin(2 * torch.pi * hz * t), 16000)
+    return str(path)
+
+
+def test_the_page_has_three_tabs_and_the_slider_stops_at_the_models_limit(app_module, demo):
     import gradio as gr
 
-    assert isinstance(app_module.build_app(generator, decode_steps=1), gr.Blocks)
-    handler = app_module.make_handler(generator, decode_steps=1)
-    rate, samples = handler("pink noise", None, 0.5, 3, 1.0, 0, 1.0, 3.0)
+    app = app_module.build_app(demo)
+    assert isinstance(app, gr.Blocks)
+    config = app.get_config_file()
+    tabs = [c["props"].get("label") for c in config["components"] if c.get("type") == "tabitem"]
+    assert tabs == ["Codec", "Text to audio", "Continue a clip"]
+    sliders = [c["props"] for c in config["components"]
+               if c.get("type") == "slider" and "Seconds" in str(c["props"].get("label"))]
+    assert len(sliders) == 2 and all(0 < s["maximum"] <= demo.generator.max_seconds() for s in sliders)
+
+
+def test_generation_returns_the_requested_length_and_its_tokens(demo, tmp_path):
+    (rate, samples), token_file = demo.generate("pink noise", None, 0.5, 3, 1.0, 0, 1.0, 3.0)
     assert rate == 16000 and samples.shape == (8000,) and samples.dtype == np.int16
-    again = handler("pink noise", None, 0.5, 3, 1.0, 0, 1.0, 3.0)[1]
+    assert Path(token_file).is_file() and Path(token_file).is_relative_to(demo.workdir)
+    again = demo.generate("pink noise", None, 0.5, 3, 1.0, 0, 1.0, 3.0)[0][1]
     assert np.array_equal(samples, again)  # same seed, same clip
-    unconditional = handler("", None, 1.0, 0, 0.8, 5, 0.9, 3.0)[1]  # guidance is ignored without a caption
+    unconditional = demo.generate("", None, 1.0, 0, 0.8, 5, 0.9, 3.0)[0][1]  # guidance is ignored without a caption
     assert unconditional.shape == (16000,)
+    continued = demo.generate("", _clip(tmp_path / "prompt.wav", 1.0), 0.5, 0, 1.0, 0, 1.0, 1.0)[0][1]
+    assert continued.shape[0] > 8000  # the prompt's reconstruction comes first
 
 
-def test_bad_input_is_shown_as_a_gradio_error(app_module, generator, tmp_path):
+def test_codec_round_trip_gives_audio_stats_spectrograms_and_downloads(demo, tmp_path):
+    (rate, samples), stats, figure, token_file, wav = demo.round_trip(_clip(tmp_path / "my clip.wav", 1.5), 1,
+                                                                      "dpmpp2m", 0)
+    # The official budget rounds 1.5 s up to whole 0.16-s blocks: 80 pairs, 1.6 s of audio.
+    assert rate == 16000 and samples.shape[0] == demo.codec.num_samples([80])[0] == 25600
+    assert "100 tokens/s" in stats and "80 (semantic, acoustic) pairs for 1.50 s" in stats
+    for path in (figure, token_file, wav):
+        assert Path(path).is_file() and Path(path).is_relative_to(demo.workdir)
+    assert Path(token_file).name == "my clip.tokens.safetensors"
+
+
+def test_bad_uploads_are_refused_before_encoding_naming_the_users_file(demo, tmp_path):
     import gradio as gr
 
-    handler = app_module.make_handler(generator, decode_steps=1)
+    (tmp_path / "notes.wav").write_bytes(b"RIFF not audio")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    long_clip = _clip(tmp_path / "long.wav", 4.0)
+    cases = [(str(tmp_path / "notes.wav"), "notes.wav: not an audio file"), (str(tmp_path / "empty.wav"), "empty.wav: the file is empty"),
+             (long_clip, "long.wav: 4.0 s is longer than the 3 s"), (None, "no audio")]
+    for path, message in cases:
+        with pytest.raises(gr.Error, match=message) as caught:
+            demo.round_trip(path, 1, "dpmpp2m", 0)
+        assert str(tmp_path) not in str(caught.value)
+    with pytest.raises(gr.Error, match="notes.wav"):
+        demo.generate("", str(tmp_path / "notes.wav"), 0.5, 0, 1.0, 0, 1.0, 1.0)
     with pytest.raises(gr.Error, match="seconds must be a positive number"):
-        handler("pink noise", None, 0.0, 0, 1.0, 0, 1.0, 3.0)
-    (tmp_path / "bad.wav").write_bytes(b"RIFF not audio")
-    with pytest.raises(gr.Error, match="bad.wav"):
-        handler("", str(tmp_path / "bad.wav"), 0.5, 0, 1.0, 0, 1.0, 1.0)
+        demo.generate("pink noise", None, 0.0, 0, 1.0, 0, 1.0, 3.0)
+    too_long = demo.max_seconds
+    with pytest.raises(gr.Error, match="more than the .* this LM holds"):
+        demo.generate("", _clip(tmp_path / "p.wav", 1.0), too_long, 0, 1.0, 0, 1.0, 1.0)
