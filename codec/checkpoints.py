@@ -48,7 +48,13 @@ def download_official(token_rate: int, semantic_vocab_size: int, cache_dir: str 
 
     root = None
     for relative in official_files(token_rate, semantic_vocab_size).values():
-        local = Path(hf_hub_download(repo_id=HUB_REPO, filename=relative, cache_dir=cache_dir))
+        try:
+            local = Path(hf_hub_download(repo_id=HUB_REPO, filename=relative, cache_dir=cache_dir))
+        except Exception as error:  # noqa: BLE001 - offline, proxy, HTTP and cache errors all mean "not here"
+            raise CheckpointError(
+                f"cannot get {relative} from the Hugging Face hub ({type(error).__name__}: {str(error)[:200]}); "
+                f"offline, pass --checkpoint-path (checkpoint_path=) with a local copy of the hub repository "
+                f"{HUB_REPO}, or use the shipped offline codec `default`") from None
         root = local.parents[len(Path(relative).parts) - 1]
     assert root is not None
     return root
@@ -148,7 +154,16 @@ def read_safetensors_folder(folder: str | os.PathLike) -> tuple[CodecConfig, dic
     for path in (config_path, weights_path):
         if not path.is_file():
             raise CheckpointError(f"{path}: not found (expected a folder written by save_pretrained)")
-    config = CodecConfig.from_dict(json.loads(config_path.read_text()))
+    try:
+        data = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{config_path}: not a codec config ({error})") from None
+    if isinstance(data, dict) and "format" in data and "model" in data:
+        raise CheckpointError(f"{folder}: an LM folder, not a codec (give it to `semanticodec generate --model`)")
+    try:
+        config = CodecConfig.from_dict(data)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{config_path}: not a valid codec config ({error})") from None
     return config, load_file(str(weights_path))
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,7 +34,8 @@ from codec.frontend import iter_fbank_segments, pad_to_segments, segment_count, 
 from codec.tokenfile import validate_tokens
 from codec.windows import OVERLAP_SAMPLES, OverlapAddStream, output_samples, split_windows
 
-AudioInput = str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor | Sequence[torch.Tensor]
+AudioInput = (str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor | Sequence[torch.Tensor]
+              | np.ndarray | Sequence[np.ndarray])
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 SEED_STRIDE = 0x9E3779B1  # spreads (seed, window) pairs over the generator's seed space
 
@@ -151,6 +153,11 @@ class SemantiCodec(nn.Module):
 
     # Encoding ----------------------------------------------------------------------------------
     def _waveforms(self, audio: AudioInput, sample_rate: int | None, channel_policy: str) -> list[torch.Tensor]:
+        # numpy arrays (soundfile's output, say) are taken as the tensors they hold.
+        if isinstance(audio, np.ndarray):
+            audio = torch.from_numpy(audio)
+        elif isinstance(audio, (list, tuple)):
+            audio = [torch.from_numpy(item) if isinstance(item, np.ndarray) else item for item in audio]
         if isinstance(audio, torch.Tensor):  # one batch tensor: its rows are the waveforms
             if audio.dim() == 1:
                 audio = audio[None]

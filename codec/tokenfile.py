@@ -94,8 +94,9 @@ def validate_tokens(
         raise TokenFileError(
             f"{name}: tokens must have shape [B, T, 2] (semantic, acoustic), got {list(tokens.shape)}"
         )
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
-        raise TokenFileError(f"{name}: tokens must be integers, got {tokens.dtype}")
+    if tokens.dtype not in (torch.int16, torch.int32, torch.int64):
+        # Unsigned bytes would show a -1 as "255 outside the vocabulary"; say what is wrong instead.
+        raise TokenFileError(f"{name}: tokens must be integers of a signed type (int64, int32 or int16), got {tokens.dtype}")
     batch, frames = tokens.shape[0], tokens.shape[1]
     if batch == 0 or frames == 0:
         raise TokenFileError(f"{name}: tokens are empty (shape {list(tokens.shape)})")
@@ -166,6 +167,8 @@ def _read_metadata(path: Path) -> dict:
 def load_tokens(path: str | os.PathLike, expect: CodecConfig | None = None) -> TokenFile:
     """Read and validate a token file; with ``expect``, also check it was made by that codec."""
     path = Path(path)
+    if path.is_dir():
+        raise TokenFileError(f"{path}: a folder, not a token file (decode takes folders; info takes files)")
     if not path.is_file():
         raise TokenFileError(f"{path}: no such token file")
     try:

@@ -314,6 +314,9 @@ class AudioGenerator:
             return
         fits = self._frames_that_fit(text_ids)
         rate = self.frames_per_second
+        if text_ids is not None and fits < self.frames_for(seconds) and fits < self._frames_that_fit(None) / 2:
+            raise ValueError(f"the caption is {text_ids} text ids long and leaves room for only {fits / rate:.2f} s "
+                             f"of audio in this LM's {limit} positions: shorten the caption")
         raise ValueError(
             f"{prompt_frames / rate:.2f} s of prompt + {seconds:g} s of new audio need "
             f"{max_sequence_length(layout, frames, text_ids)} LM positions, but this LM holds {limit} "
@@ -458,7 +461,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if output.suffix.lower() != ".wav":
         raise ValueError(f"-o {output}: the output must be a .wav file")
     if args.prompt is not None and not Path(args.prompt).is_file():
-        raise AudioError(args.prompt, "no such prompt file")
+        raise AudioError(args.prompt, "a folder, not an audio file" if Path(args.prompt).is_dir() else "no such prompt file")
     output.parent.mkdir(parents=True, exist_ok=True)
     generator = AudioGenerator.from_pretrained(args.model, codec=args.codec, device=args.device)
     seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())

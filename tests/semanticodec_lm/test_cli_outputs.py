@@ -115,3 +115,38 @@ def test_channels_last_stereo_tensor_is_refused_not_misread(model_dir):
     codec = SemantiCodec.from_pretrained(model_dir)
     with pytest.raises(AudioError, match="channels last"):
         codec.encode(torch.zeros(1, 32000, 2), 16000)
+
+
+def test_unclear_messages_name_what_is_wrong(model_dir, tmp_path, capsys):
+    import numpy as np
+
+    from codec.tokenfile import TokenFileError, validate_tokens
+
+    repo = Path(__file__).resolve().parents[2]
+    clip = str(_tone(tmp_path / "a.wav"))
+    assert main(["encode", clip, "-o", str(tmp_path / "o"), "--model", str(repo / "lm" / "pretrained" / "default")]) == 2
+    assert "an LM folder, not a codec" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 1
+    assert "a folder, not a token file" in capsys.readouterr().err
+    assert main(["generate", "--prompt", str(tmp_path), "-o", str(tmp_path / "g.wav"), "--seconds", "1"]) == 2
+    assert "a folder, not an audio file" in capsys.readouterr().err
+    assert main(["generate", "--text", "word " * 1000, "-o", str(tmp_path / "g.wav"), "--seconds", "1"]) == 2
+    assert "shorten the caption" in capsys.readouterr().err
+    with pytest.raises(TokenFileError, match="must be integers of a signed type .* got torch.uint8"):
+        validate_tokens(torch.full((1, 4, 2), 255, dtype=torch.uint8), None, 1024, 1024)
+    codec = SemantiCodec.from_pretrained(model_dir)
+    wave = 0.1 * np.sin(np.arange(16000) / 5).astype(np.float32)
+    assert torch.equal(codec.encode(wave, 16000).tokens, codec.encode(torch.from_numpy(wave), 16000).tokens)
+
+
+def test_an_offline_official_download_says_how_to_work_offline(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from codec.checkpoints import CheckpointError, download_official
+
+    def offline(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(CheckpointError, match="--checkpoint-path"):
+        download_official(100, 16384, cache_dir=str(tmp_path))
