@@ -23,10 +23,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NamedTuple, Sequence
 
 import torch
 from safetensors import SafetensorError
+from tqdm import tqdm
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -344,6 +346,7 @@ class AudioGenerator:
         top_p: float | None = None,
         cfg_scale: float | None = None,
         precision: str = "fp32",
+        on_step: Callable[[int, int], None] | None = None,
     ) -> Tokens:
         """Sample ``seconds`` of new codec frames per row: tokens [B, Tp + T, 2] (prompt first) and lengths [B].
 
@@ -353,6 +356,7 @@ class AudioGenerator:
         is held back until the requested length, so every row gets exactly the same number of new
         frames. Same seed and settings, same tokens. ``precision="bf16"`` runs the transformer under
         bfloat16 autocast (faster on bf16 hardware; sampling still reads float32 probabilities).
+        ``on_step(done, total)`` reports progress in LM steps.
         """
         check_float("seconds", seconds, 0.0)
         check_sampling(temperature, top_k, top_p)  # before the prompt is encoded
@@ -371,7 +375,7 @@ class AudioGenerator:
                 prompt=None if prompt_tokens is None else prompt_tokens.tokens,
                 prompt_lengths=None if prompt_tokens is None else prompt_tokens.lengths,
                 text=texts, tokenizer=self.tokenizer, max_frames=self.frames_for(seconds),
-                temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, seed=seed,
+                temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, seed=seed, on_step=on_step,
             )
         return Tokens(result.tokens, result.lengths)
 
@@ -390,6 +394,8 @@ class AudioGenerator:
         decode_steps: int = 25,
         sampler: str = "dpmpp2m",
         precision: str = "fp32",
+        on_step: Callable[[int, int], None] | None = None,
+        on_window: Callable[[int, int], None] | None = None,
     ) -> GeneratedAudio:
         """Generate tokens (see :meth:`generate_tokens`) and decode them through the diffusion decoder.
 
@@ -397,16 +403,18 @@ class AudioGenerator:
         prompt's reconstruction (when prompted) followed by exactly ``seconds`` of new audio
         (zeros after), and the tokens. ``seed`` drives both the LM sampling and the decoder noise;
         None draws one at random. ``precision`` (``"fp32"`` or ``"bf16"``) applies to the prompt's
-        encoding, the LM and the decoder.
+        encoding, the LM and the decoder. ``on_step`` and ``on_window`` report the LM's and the
+        decoder's progress (done, total).
         """
         self.codec.check_decode_settings(decode_steps, 0.0, sampler, 0.0, 1, precision)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         prompt_tokens = self._prompt_tokens(prompt, sample_rate, precision)
         tokens = self.generate_tokens(text, prompt_tokens, seconds, seed=seed, temperature=temperature,
-                                      top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, precision=precision)
+                                      top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, precision=precision,
+                                      on_step=on_step)
         decoded = self.codec.decode(tokens.tokens, tokens.lengths, steps=decode_steps, sampler=sampler, seed=seed,
-                                    precision=precision)
+                                    precision=precision, on_window=on_window)
         prompt_lengths = [0] * len(tokens.lengths) if prompt_tokens is None else prompt_tokens.lengths.tolist()
         totals = [self.codec.num_samples([n])[0] + round(seconds * SAMPLE_RATE) for n in prompt_lengths]
         audio = torch.zeros(len(totals), 1, max(totals))
@@ -443,6 +451,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32, or bf16 autocast: faster on AMX / AVX512-BF16 CPUs and GPUs (default: %(default)s)")
 
 
+def _progress(bar: tqdm, done: int, total: int) -> None:
+    """Move a progress bar to ``done`` of ``total`` (callbacks report totals so far, not increments)."""
+    bar.total = total
+    bar.update(done - bar.n)
+
+
 def tokens_path_for(wav: str | os.PathLike) -> Path:
     """Where the tokens of ``out.wav`` go: ``out.tokens.safetensors`` in the same folder."""
     wav = Path(wav)
@@ -465,11 +479,14 @@ def run_generate(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     generator = AudioGenerator.from_pretrained(args.model, codec=args.codec, device=args.device)
     seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-    audio, tokens = generator.generate(
-        text=args.text, prompt=args.prompt, seconds=args.seconds, seed=seed, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale, decode_steps=args.decode_steps,
-        sampler=args.sampler, precision=args.precision,
-    )
+    with tqdm(desc="LM", unit="id") as lm_bar, tqdm(desc="decode", unit="window") as decode_bar:
+        audio, tokens = generator.generate(
+            text=args.text, prompt=args.prompt, seconds=args.seconds, seed=seed, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale, decode_steps=args.decode_steps,
+            sampler=args.sampler, precision=args.precision,
+            on_step=lambda done, total: _progress(lm_bar, done, total),
+            on_window=lambda done, total: _progress(decode_bar, done, total),
+        )
     write_audio(output, audio[0, 0])
     extra = {"text": args.text, "prompt": args.prompt, "seconds": args.seconds, "seed": seed, "model": str(args.model),
              "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg_scale}

@@ -12,6 +12,7 @@ so the result decodes with the codec whatever the sampling settings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -132,6 +133,7 @@ def generate(
     tokenizer=None,
     batch_size: int | None = None,
     use_cache: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Generation:
     """Generate up to ``max_frames`` new frames per row; stop each row at its end marker.
 
@@ -139,8 +141,8 @@ def generate(
     ``text`` is one caption per row (strings with ``tokenizer``, or text ids); ``cfg_scale`` != 1
     mixes conditional and text-free log-probabilities (classifier-free guidance). ``seed`` makes
     the result reproducible. ``use_cache=False`` recomputes the whole context every step (slow;
-    for checks and benchmarks). Returns a :class:`Generation` whose tokens [B, T, 2] always lie
-    in the codec's vocabularies.
+    for checks and benchmarks). ``on_step(done, total)`` reports progress in LM steps (ids).
+    Returns a :class:`Generation` whose tokens [B, T, 2] always lie in the codec's vocabularies.
     """
     if max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
@@ -162,7 +164,8 @@ def generate(
     if guided:
         prefixes += [layout.prefix_ids(None) + a for a in audio_prefix]
     ids, valid = _left_pad(prefixes, device)
-    needed = ids.shape[1] + cursor.remaining_steps
+    total_steps = cursor.remaining_steps
+    needed = ids.shape[1] + total_steps
     if needed > model.config.max_seq_len:
         raise ValueError(
             f"prompt, text and max_frames={max_frames} need {needed} positions, "
@@ -191,6 +194,8 @@ def generate(
             next_ids = sample_next(logits, allowed, temperature, top_k, top_p, generator)
             cursor.advance(next_ids, allowed)
             produced.append(next_ids)
+            if on_step is not None:
+                on_step(len(produced), total_steps)
             if bool(cursor.done.all()):
                 break
             feed = (next_ids.repeat(2) if guided else next_ids)[:, None]

@@ -218,3 +218,14 @@ def test_generation_refuses_bad_settings_naming_them(setting, match):
     generator = AudioGenerator.from_pretrained("default")
     with pytest.raises(ValueError, match=match):
         generator.generate(**{"seconds": 1.0, **setting})
+
+
+def test_generation_reports_the_progress_of_the_lm_and_the_decoder():
+    generator = AudioGenerator.from_pretrained("default")
+    steps, windows = [], []
+    audio, _ = generator.generate(seconds=0.5, seed=0, decode_steps=1, on_step=lambda d, t: steps.append((d, t)),
+                                  on_window=lambda d, t: windows.append((d, t)))
+    assert audio.shape[-1] == 8000
+    assert [d for d, _ in steps] == list(range(1, len(steps) + 1)) and steps[-1][0] <= steps[-1][1]
+    assert len(steps) >= 2 * 25  # two ids per frame, 25 frames per 0.5 s
+    assert windows == [(1, 1)]
