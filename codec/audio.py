@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 from typing import NamedTuple
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 import torchaudio
 
 from codec.config import SAMPLE_RATE
+from codec.files import atomic_path
 
 CHANNEL_POLICIES = ("first", "mean")
 
@@ -242,12 +242,8 @@ def write_audio(
     if subtype not in ("FLOAT", "DOUBLE"):
         data = data.clamp(-1.0, 1.0)
     frames = data.numpy() if data.dim() == 1 else data.T.numpy()
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        sf.write(temporary, frames, int(sample_rate), format=container, subtype=subtype)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            sf.write(temporary, frames, int(sample_rate), format=container, subtype=subtype)
     except (RuntimeError, ValueError, OSError) as err:  # LibsndfileError is a RuntimeError
         raise AudioError(path, f"could not write audio ({err})") from None
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

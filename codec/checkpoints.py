@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from codec.config import CodecConfig
+from codec.files import atomic_path, write_text_atomic
 from codec.encoder import CENTROIDS_KEY
 
 HUB_REPO = "haoheliu/SemantiCodec"
@@ -141,9 +141,10 @@ def save_safetensors(codec: torch.nn.Module, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in codec.state_dict().items()}
-    _atomic(folder / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    with atomic_path(folder / "model.safetensors") as temporary:
+        save_file(state, str(temporary), metadata={"format": "pt"})
     config_text = json.dumps(codec.config.to_dict(), indent=2, sort_keys=True)
-    _atomic(folder / "config.json", lambda tmp: Path(tmp).write_text(config_text))
+    write_text_atomic(folder / "config.json", config_text)
     return folder
 
 
@@ -172,12 +173,3 @@ def load_state(codec: torch.nn.Module, state: dict[str, torch.Tensor], name: str
     _load_strict(codec, state, name)
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -28,7 +28,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from tqdm import tqdm
 
 from codec import metrics
 from codec.config import SAMPLE_RATE, TOKEN_RATES
+from codec.files import atomic_path, write_text_atomic
 
 METRICS = ("visqol", "pesq", "stoi", "mel", "stft", "sisdr", "wer")
 CORE_METRICS = ("mel", "stft", "sisdr")
@@ -265,22 +265,6 @@ def markdown_table(aggregates: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) so that readers see the old file or the whole new one."""
-    _write_atomic(path, lambda target: target.write_text(text, encoding="utf-8"))
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -316,7 +300,8 @@ def plot_spectrograms(path: Path, reference: torch.Tensor, reconstruction: torch
     axes[1].set_xlabel("seconds")
     axes[0].set_title(title, fontsize=9)
     figure.colorbar(image, ax=axes, label="log mel")
-    _write_atomic(path, lambda target: figure.savefig(target, format="png", dpi=100))
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from codec.config import SAMPLE_RATE, CodecConfig
+from codec.files import atomic_path
 
 FORMAT = "semanticodec-tokens"
 FORMAT_VERSION = "1"
@@ -146,15 +146,8 @@ def save_tokens(
         "extra": json.dumps(extra or {}, sort_keys=True),
         "sha256": _checksum(tokens, lengths),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"tokens": tokens, "lengths": lengths}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        save_file({"tokens": tokens, "lengths": lengths}, str(temporary), metadata=metadata)
 
 
 def _read_metadata(path: Path) -> dict:

@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr

@@ -35,6 +35,7 @@ from torch import nn
 from codec.arguments import check_float
 from codec.audio import AudioError
 from codec.config import SAMPLE_RATE
+from codec.files import atomic_path, write_bytes_atomic, write_text_atomic
 from codec.model import SemantiCodec, Tokens, precision_context
 from lm.config import LMConfig
 from lm.data import max_sequence_length
@@ -66,14 +67,6 @@ class LMFolder:
     info: dict[str, Any]
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def save_lm_folder(
     folder: str | os.PathLike,
@@ -95,10 +88,11 @@ def save_lm_folder(
     if model.config.text_vocab_size and tokenizer_path is None:
         raise LMFolderError(f"{folder}: the model reads text (text_vocab_size={model.config.text_vocab_size}); "
                             "pass its tokenizer_path")
-    _write_atomic(folder / WEIGHTS_FILE, lambda tmp: save_model(model, str(tmp), metadata={"format": FORMAT}))
+    with atomic_path(folder / WEIGHTS_FILE) as temporary:
+        save_model(model, str(temporary), metadata={"format": FORMAT})
     if tokenizer_path is not None:
         data = Path(tokenizer_path).read_bytes()
-        _write_atomic(folder / TEXT_FILE, lambda tmp: tmp.write_bytes(data))
+        write_bytes_atomic(folder / TEXT_FILE, data)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -108,7 +102,7 @@ def save_lm_folder(
         "text_tokenizer": TEXT_FILE if tokenizer_path is not None else None,
         "info": info or {},
     }
-    _write_atomic(folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    write_text_atomic(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return folder
 
 

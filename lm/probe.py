@@ -392,7 +392,8 @@ def run_probe(args: argparse.Namespace) -> int:
     Raises ValueError for a configuration problem (unknown task, no training clips, token files of
     another codec, ...).
     """
-    from codec.evaluate import ModelSpec, load_codec, write_text_atomic
+    from codec.evaluate import ModelSpec, load_codec
+    from codec.files import write_text_atomic
 
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
     unknown = sorted(set(tasks) - set(TASKS))

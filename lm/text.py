@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from codec.files import write_bytes_atomic
+
 
 def _sentencepiece():
     """sentencepiece, imported on first use: only text-conditioned models need it (the ``lm`` extra)."""
@@ -93,9 +95,7 @@ def train_text_tokenizer(
         minloglevel=2,
     )
     model_path = out_prefix.with_name(out_prefix.name + ".model")
-    tmp = model_path.with_name(model_path.name + ".tmp")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, model_path)
+    write_bytes_atomic(model_path, model.getvalue())
     tokenizer = TextTokenizer(model_path)
     vocab_lines = [f"{tokenizer._model.IdToPiece(i)}\t{tokenizer._model.GetScore(i)}" for i in range(tokenizer.vocab_size)]
     out_prefix.with_name(out_prefix.name + ".vocab").write_text("\n".join(vocab_lines) + "\n", encoding="utf-8")

@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import soundfile as sf
 import torch
 from tqdm import tqdm
+
+from codec.files import atomic_path
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".oga"}
 TOKEN_SUFFIX = ".tokens.safetensors"
@@ -161,10 +161,9 @@ def _fail(failures: list, path: Path, error: Exception) -> None:
 
 
 def run_encode(args) -> int:
+    from codec.arguments import check_int
     from codec.audio import AudioError, load_audio
     from codec.tokenfile import TokenFileError, load_tokens, save_tokens
-
-    from codec.arguments import check_int
 
     check_int("files_per_batch", args.files_per_batch, 1)
     codec = _load_codec(args)
@@ -231,16 +230,15 @@ def run_info(args) -> int:
 
 
 class AtomicWavWriter:
-    """Write a mono 16-kHz wav progressively into a temp file; rename on success, delete on failure."""
+    """Write a mono 16-kHz wav progressively (:func:`codec.files.atomic_path`): renamed into place by
+    ``commit``, deleted by ``abort``."""
 
     def __init__(self, path: Path, sample_rate: int = 16000) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         # A killed run (SIGKILL, power loss) cannot clean up: its partial file goes when the output is redone.
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp.wav"):
             stale.unlink(missing_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.wav", dir=path.parent)
-        os.close(fd)
-        self.path = path
+        self._target = atomic_path(path, suffix=".tmp.wav")
+        self.tmp = self._target.__enter__()
         self.file = sf.SoundFile(self.tmp, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV")
 
     def write(self, chunk: torch.Tensor) -> None:
@@ -248,11 +246,11 @@ class AtomicWavWriter:
 
     def commit(self) -> None:
         self.file.close()
-        os.replace(self.tmp, self.path)
+        self._target.__exit__(None, None, None)
 
     def abort(self) -> None:
         self.file.close()
-        Path(self.tmp).unlink(missing_ok=True)
+        self._target.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def _decode_to_wavs(codec, tokens: torch.Tensor, lengths: torch.Tensor, targets: list[Path], args, bar) -> None:

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from codec.checkpoints import load_state
 from codec.config import SEGMENT_SAMPLES, CodecConfig, get_config
+from codec.files import atomic_path
 from codec.frontend import kaldi_fbank
 from lm.module import warmup_cosine
 from recipes.data.datasets import ManifestDataset, collate_clips
@@ -214,11 +215,10 @@ def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
 # Stage weights files ----------------------------------------------------------------------------
 def write_weights(path: Path, weights: dict[str, torch.Tensor], codec: CodecConfig, stage: str) -> Path:
     """Save a stage's weights (SemantiCodec key names) as safetensors, with the codec config name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}
-    save_file(tensors, str(tmp), metadata={CONFIG_NAME_KEY: codec.name, STAGE_KEY: stage,
-                                           "config": json.dumps(codec.to_dict(), sort_keys=True)})
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={CONFIG_NAME_KEY: codec.name, STAGE_KEY: stage,
+                                                     "config": json.dumps(codec.to_dict(), sort_keys=True)})
     return path
 
 

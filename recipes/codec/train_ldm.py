@@ -12,16 +12,22 @@ after it, exactly as ``SemantiCodec.decode`` builds it; with probability ``cfg_d
 replaced by the unconditional context (zeros, then the positions). The frozen VAE encodes the
 64-bin log-mel; its latent sample times ``scale_factor`` is the diffusion target. ``scale_factor``
 is set once, on the first training batch, to 1 / std of the latents (the official scale_by_std;
-averaged over ranks). Loss: MSE of the UNet's v-prediction + ``commitment_weight`` x commitment.
+averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample by min-SNR-γ
+(``min_snr_gamma``: min(SNR, γ) / (SNR + 1), 0 for the plain MSE), + ``commitment_weight`` x commitment.
+``ema_decay`` > 0 keeps an exponential moving average of the UNet, which is what gets exported.
+``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
+instead of the stage folders; ``train_encoder: false`` then keeps its acoustic encoder and VQ
+frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves.
 Writes ``<run_dir>/weights.safetensors`` (encoder LSTM, projection and VQ; UNet, schedule and
 ``scale_factor``).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from codec.acoustic import build_lstm_input, mask_padding_rows, run_acoustic_lstm, silence_cutoff_rows
 from codec.diffusion.conditioning import build_context
@@ -54,11 +60,21 @@ class LDMModule(StageModule):
                  vae: str | None = None, cfg_dropout: float = 0.1, commitment_weight: float = 1.0,
                  vq_decay: float = 0.9, dead_code_threshold: float = 0.0, lr: float = 1e-4,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 100,
-                 min_lr_ratio: float = 1.0) -> None:
+                 min_lr_ratio: float = 1.0, min_snr_gamma: float = 0.0, ema_decay: float = 0.0,
+                 init_from: str | None = None, train_encoder: bool = True) -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
         self.save_hyperparameters()
         config = self.codec_config
-        self.codec = SemantiCodec(config).requires_grad_(False)
+        if init_from:
+            if any(source is not None for source in (audiomae, kmeans, vae)):
+                raise SystemExit("model.init_from replaces model.audiomae, model.kmeans and model.vae: give one or the other")
+            self.codec = SemantiCodec.from_pretrained(init_from).requires_grad_(False)
+            if self.codec.config.to_dict() | {"name": "", "vocoder": None} != config.to_dict() | {"name": "", "vocoder": None}:
+                raise SystemExit(f"model.init_from={init_from}: its config differs from {config.name!r} beyond the vocoder")
+        else:
+            if not train_encoder:
+                raise SystemExit("model.train_encoder=false needs model.init_from (a trained acoustic encoder to keep)")
+            self.codec = SemantiCodec(config).requires_grad_(False)
         encoder, first_stage = self.codec.encoder, self.codec.decoder.first_stage_model
         if audiomae is not None:
             load_into(encoder.audiomae, "encoder.audiomae.", read_weights(audiomae, config, "audiomae"), audiomae)
@@ -69,10 +85,13 @@ class LDMModule(StageModule):
             weights = read_weights(vae, config, "vae")
             for part in VAE_PARTS:
                 load_into(getattr(first_stage, part), f"decoder.first_stage_model.{part}.", weights, vae)
-        for module in (encoder.encoder, encoder.encoder_output_linear, self.codec.decoder.model):
+        trained = (encoder.encoder, encoder.encoder_output_linear) if train_encoder else ()
+        for module in (*trained, self.codec.decoder.model):
             module.requires_grad_(True)
         self.vq = EMAQuantizerTrainer(encoder.quantizer, vq_decay, dead_code_threshold)
-        self.register_buffer("scale_ready", torch.zeros(()))
+        # A codec that starts trained already has its scale factor: the latent space must not move.
+        self.register_buffer("scale_ready", torch.ones(()) if init_from else torch.zeros(()))
+        self.unet_ema = copy.deepcopy(self.codec.decoder.model).requires_grad_(False) if ema_decay > 0 else None
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -95,7 +114,8 @@ class LDMModule(StageModule):
         budget = torch.tensor([min(tokens, token_budget(int(n), config.concat_factor)[1]) for n in batch["length"]],
                               device=acoustic.device)
         valid = torch.arange(tokens, device=acoustic.device)[None, :] < torch.minimum(cutoff, budget)[:, None]
-        quantized, commitment, logs = self.vq(acoustic, valid, generator, update_codebook)
+        quantized, commitment, logs = self.vq(acoustic, valid, generator,
+                                              update_codebook and self.hparams.train_encoder)
         window = mask_padding_rows(torch.cat([quantized, centroids], dim=-1), budget)
         dropped = torch.rand(window.shape[0], generator=generator, device=generator.device) < self.hparams.cfg_dropout
         window = torch.where(dropped.to(window.device)[:, None, None], torch.zeros_like(window), window)
@@ -130,15 +150,36 @@ class LDMModule(StageModule):
         sigma = decoder.sqrt_one_minus_alphas_cumprod[steps][:, None, None, None]
         velocity = signal * noise - sigma * z0
         predicted = decoder.unet(signal * z0 + sigma * noise, steps, build_context(window))
-        diffusion = F.mse_loss(predicted.float(), velocity)
+        per_sample = (predicted.float() - velocity).pow(2).flatten(1).mean(dim=1)
+        diffusion = (per_sample * self.loss_weights(steps)).mean()
         total = diffusion + self.hparams.commitment_weight * commitment
         return total, {"diffusion": diffusion, "commitment": commitment, **logs}
+
+    def loss_weights(self, steps: torch.Tensor) -> torch.Tensor:
+        """Per-sample weights of the v-MSE at diffusion steps ``steps`` [B]: min-SNR-γ (Hang et al. 2023;
+        for v-prediction min(SNR, γ) / (SNR + 1)), or ones when ``min_snr_gamma`` is 0."""
+        gamma = self.hparams.min_snr_gamma
+        if not gamma:
+            return torch.ones(steps.shape, device=steps.device)
+        alpha_bar = self.codec.decoder.sqrt_alphas_cumprod[steps].double() ** 2
+        snr = alpha_bar / (1 - alpha_bar)
+        return (snr.clamp(max=gamma) / (snr + 1)).float()
 
     def training_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         return self.loss(batch, generator, update_codebook=self.training)
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """Move the UNet's moving average towards the weights just updated."""
+        if self.unet_ema is not None:
+            with torch.no_grad():
+                decay = self.hparams.ema_decay
+                for average, current in zip(self.unet_ema.parameters(), self.codec.decoder.model.parameters()):
+                    average.lerp_(current, 1 - decay)
+
     def export_weights(self) -> dict[str, torch.Tensor]:
         state = self.codec.state_dict()
+        if self.unet_ema is not None:  # the moving average is what ships
+            state.update({f"decoder.model.{key}": value for key, value in self.unet_ema.state_dict().items()})
         return {key: value.detach().cpu().clone() for key, value in state.items()
                 if key.startswith(TRAINED_ENCODER_PARTS)
                 or (key.startswith("decoder.") and not key.startswith("decoder.first_stage_model."))}

@@ -33,10 +33,11 @@ from lm.api import export_checkpoint, load_lm_folder
 from lm.data import TokenSequenceDataset, collate, max_sequence_length
 from lm.data import read_manifest as read_token_rows
 from lm.module import lm_loss
-from recipes.continuation.measure import KindProbe, stated_properties
-from recipes.data.manifest import read_manifest, write_text_atomic
-from recipes.lm.train import load_config as load_train_config
 from recipes.config import flatten_overrides, load_recipe_config
+from recipes.continuation.measure import KindProbe, stated_properties
+from codec.files import write_text_atomic
+from recipes.data.manifest import read_manifest
+from recipes.lm.train import load_config as load_train_config
 from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
 from recipes.tokenize.tokenize_corpus import evenly_spaced
 

@@ -24,7 +24,8 @@ from typing import Any
 from recipes.config import read_config_file
 from recipes.data.clips import ClipSettings, JobResult, run_job
 from recipes.data.install import CommandRunner, InstallReport, ensure_packages, run_command
-from recipes.data.manifest import write_manifest, write_text_atomic
+from codec.files import write_text_atomic
+from recipes.data.manifest import write_manifest
 from recipes.data.report import attribution_markdown, format_summary, summarise
 from recipes.data.sources.asterisk import ASTERISK_LANGUAGES
 from recipes.data.sources.base import Job, Problems, SourceFamily

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from codec.files import write_text_atomic
 from recipes.data.splits import SPLITS
 
 DOMAINS = ("speech", "music", "sfx")
@@ -146,17 +146,3 @@ def write_manifest(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]])
     lines = [json.dumps(row, ensure_ascii=False, sort_keys=True) for row in rows]
     write_text_atomic(path, "".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

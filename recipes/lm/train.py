@@ -26,12 +26,13 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from codec.files import atomic_path
 from codec.tokenfile import load_tokens
-from recipes.config import load_recipe_config
 from lm.config import lm_config
 from lm.data import read_manifest
 from lm.module import AudioLMModule, TokenDataModule
 from lm.text import TextTokenizer
+from recipes.config import load_recipe_config
 
 SECTIONS = {"seed", "run_dir", "logger", "model", "data", "optim", "trainer", "checkpoint", "wandb"}
 
@@ -70,10 +71,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file first, so a kill never leaves a broken last.ckpt."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        with atomic_path(path) as temporary:
+            super().save_checkpoint(checkpoint, temporary, storage_options)
 
 
 class RunSummary(L.Callback):

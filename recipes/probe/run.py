@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codec.evaluate import write_text_atomic
+from codec.files import write_text_atomic
 from lm.probe import FEATURE_SETS, TASKS, add_probe_arguments, run_probe
-from recipes.continuation.pipeline import log_to_wandb
 from recipes.config import load_recipe_config
+from recipes.continuation.pipeline import log_to_wandb
 
 KNOWN_KEYS = {"manifest", "out", "codecs", "tokens", "tasks", "train_split", "eval_splits", "report_split", "limit",
               "kmeans_frames", "seed", "device", "logger", "wandb"}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from codec.config import SEGMENT_SAMPLES
+from codec.config import SEGMENT_SAMPLES, get_config
 from codec.model import SemantiCodec
 from recipes.codec.common import read_weights, segment_fbank
 from recipes.codec.export import export
@@ -129,6 +129,32 @@ def test_ldm_overfits_a_fixed_batch(corpus):
     first, last = overfit(module, fixed_batch(corpus, 10.24), module.trainable_parameters(), 7, 3e-3)
     assert last < 0.7 * first
     assert float(module.scale_ready) == 1 and float(module.codec.decoder.scale_factor) != 1.0
+
+
+def test_ldm_fine_tune_keeps_the_tokens_weights_by_min_snr_and_exports_the_ema(corpus, tmp_path):
+    torch.manual_seed(0)
+    start = SemantiCodec(get_config("tiny-100"))
+    start.decoder.scale_factor.fill_(0.5)
+    folder = start.save_pretrained(tmp_path / "start")
+    module = LDMModule("tiny-100", init_from=str(folder), train_encoder=False, min_snr_gamma=5.0, ema_decay=0.5,
+                       cfg_dropout=0.0)
+    encoder_before = {k: v.clone() for k, v in module.codec.encoder.state_dict().items()}
+    unet_before = {k: v.clone() for k, v in module.codec.decoder.model.state_dict().items()}
+    weights = module.loss_weights(torch.tensor([0, 500, 999]))
+    # min(SNR, 5) / (SNR + 1): small where the noise is tiny (SNR huge) or total (SNR ~ 0), largest between.
+    assert bool((weights > 0).all()) and weights[1] > weights[0] and weights[1] > weights[2] and weights[1] <= 1.0
+    first, last = overfit(module, fixed_batch(corpus, 10.24), module.trainable_parameters(), 3, 3e-3)
+    assert float(module.codec.decoder.scale_factor) == 0.5  # the latent space does not move
+    assert all(torch.equal(v, encoder_before[k]) for k, v in module.codec.encoder.state_dict().items())
+    assert not all(torch.equal(v, unet_before[k]) for k, v in module.codec.decoder.model.state_dict().items())
+    module.on_train_batch_end(None, None, 0)
+    exported = module.export_weights()
+    live = module.codec.decoder.model.state_dict()
+    ema = module.unet_ema.state_dict()
+    key = next(k for k in ema if ema[k].is_floating_point() and not torch.equal(ema[k], live[k]))
+    assert torch.equal(exported[f"decoder.model.{key}"], ema[key])
+    with pytest.raises(SystemExit, match="needs model.init_from"):
+        LDMModule("tiny-100", train_encoder=False)
 
 
 def test_every_stage_script_runs_and_exports_a_loadable_codec(corpus, tmp_path):

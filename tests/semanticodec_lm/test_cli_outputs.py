@@ -1,7 +1,6 @@
 """CLI outputs: never colliding, resumable, atomic, reported per file; empty inputs and bad options refused."""
 
 import argparse
-import os
 from pathlib import Path
 
 import pytest

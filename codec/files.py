@@ -1,0 +1,43 @@
+"""Writing files so that readers (and re-runs) see either the old file or the whole new one.
+
+Every output of the toolkit goes through :func:`atomic_path`: the content is written to a hidden
+temporary file beside the target and renamed onto it only when complete; on any error (Ctrl-C
+included) the temporary file is removed. A run killed outright (SIGKILL) can leave a hidden
+``.<name>.*.tmp`` file, never a truncated ``<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder (created if needed); rename it onto ``path`` when the
+    block ends without an error, delete it otherwise. ``suffix`` keeps writers that infer the format
+    from the name (soundfile) working."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
