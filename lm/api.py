@@ -33,7 +33,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from codec.arguments import check_float
-from codec.audio import AudioError
+from codec.audio import AudioError, audio_info
 from codec.config import SAMPLE_RATE
 from codec.files import atomic_path, write_bytes_atomic, write_text_atomic
 from codec.model import SemantiCodec, Tokens, precision_context
@@ -161,6 +161,30 @@ def load_lm_folder(name: str | os.PathLike = "default", device: str | torch.devi
     return LMFolder(model.to(device).eval(), tokenizer, codec, config.get("codec_source"), config.get("info") or {})
 
 
+def frames_that_fit(config: LMConfig, text_ids: int | None) -> int:
+    """The most codec frames (prompt + new) an LM's positions hold after ``text_ids`` caption ids."""
+    layout, limit = config.layout, config.max_seq_len
+    low, high = 0, limit  # a frame takes at least one position
+    while low < high:
+        middle = (low + high + 1) // 2
+        if max_sequence_length(layout, middle, text_ids) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def folder_max_seconds(name: str | os.PathLike = "default") -> float | None:
+    """Seconds of audio (prompt + new, no caption) the LM folder ``name`` holds, read from its config
+    alone (no weights loaded); None when it cannot be read."""
+    try:
+        config = json.loads((resolve_lm_folder(name) / CONFIG_FILE).read_text(encoding="utf-8"))
+        frames_per_second = config["codec"]["token_rate"] / 2
+        return frames_that_fit(LMConfig.from_dict(config["model"]), None) / frames_per_second
+    except (LMFolderError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     folder: str | os.PathLike,
@@ -284,16 +308,7 @@ class AudioGenerator:
         return texts
 
     def _frames_that_fit(self, text_ids: int | None) -> int:
-        """The most codec frames (prompt + new) the model's positions hold after ``text_ids`` caption ids."""
-        layout, limit = self.model.config.layout, self.model.config.max_seq_len
-        low, high = 0, limit  # a frame takes at least one position
-        while low < high:
-            middle = (low + high + 1) // 2
-            if max_sequence_length(layout, middle, text_ids) <= limit:
-                low = middle
-            else:
-                high = middle - 1
-        return low
+        return frames_that_fit(self.model.config, text_ids)
 
     def max_seconds(self, caption: str | None = None) -> float:
         """The longest prompt + new audio, in seconds, that this LM holds with ``caption`` (or none)."""
@@ -318,6 +333,22 @@ class AudioGenerator:
             f"{max_sequence_length(layout, frames, text_ids)} LM positions, but this LM holds {limit} "
             f"(about {fits / rate:.2f} s of audio in all): use a shorter prompt or fewer seconds"
         )
+
+    def _check_prompt_files(self, prompt, texts: list[str] | None, seconds: float) -> None:
+        """Refuse prompt files too long for the LM from their headers, before any encoding."""
+        if isinstance(prompt, (str, os.PathLike)):
+            paths = [prompt]
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in prompt):
+            paths = list(prompt)
+        else:
+            return
+        longest = min(self.max_seconds(t) for t in texts) if texts else self.max_seconds()
+        for path in paths:
+            info = audio_info(path)
+            prompt_seconds = info.frames / info.sample_rate
+            if prompt_seconds + seconds > longest:
+                raise ValueError(f"{path}: {prompt_seconds:.2f} s of prompt + {seconds:g} s of new audio is more "
+                                 f"than the {longest:.2f} s this LM holds: use a shorter prompt or fewer seconds")
 
     def _prompt_tokens(self, prompt, sample_rate: int | None, precision: str = "fp32") -> Tokens | None:
         if prompt is None:
@@ -357,7 +388,8 @@ class AudioGenerator:
         if cfg_scale is not None:
             check_float("cfg_scale", cfg_scale, 0.0)
         texts = self._texts(text)
-        prompt_tokens = self._prompt_tokens(prompt, sample_rate)
+        self._check_prompt_files(prompt, texts, seconds)
+        prompt_tokens = self._prompt_tokens(prompt, sample_rate, precision)
         if cfg_scale is None:
             cfg_scale = DEFAULT_TEXT_CFG_SCALE if texts is not None else 1.0
         if texts is not None and prompt_tokens is not None and len(texts) != len(prompt_tokens.lengths):
@@ -401,6 +433,8 @@ class AudioGenerator:
         decoder's progress (done, total).
         """
         self.codec.check_decode_settings(decode_steps, 0.0, sampler, 0.0, 1, precision)
+        check_float("seconds", seconds, 0.0)
+        self._check_prompt_files(prompt, self._texts(text), seconds)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         prompt_tokens = self._prompt_tokens(prompt, sample_rate, precision)
@@ -423,7 +457,10 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``semanticodec generate`` options to ``parser``."""
     parser.add_argument("--text", default=None, help="caption to generate from")
     parser.add_argument("--prompt", default=None, help="audio file to continue (its reconstruction comes first)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of new audio (default: %(default)s)")
+    shipped = folder_max_seconds("default")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="seconds of new audio; prompt + new audio must fit the LM"
+                             + (f" (the shipped LM holds {shipped:.1f} s)" if shipped else "") + " (default: %(default)s)")
     parser.add_argument("-o", "--output", required=True,
                         help="output .wav; the tokens go next to it as <name>.tokens.safetensors")
     parser.add_argument("--model", default="default",

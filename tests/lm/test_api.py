@@ -229,3 +229,29 @@ def test_generation_reports_the_progress_of_the_lm_and_the_decoder():
     assert [d for d, _ in steps] == list(range(1, len(steps) + 1)) and steps[-1][0] <= steps[-1][1]
     assert len(steps) >= 2 * 25  # two ids per frame, 25 frames per 0.5 s
     assert windows == [(1, 1)]
+
+
+def test_the_longest_audio_is_derived_from_the_model_and_stated_in_the_help(capsys):
+    from lm.api import folder_max_seconds
+
+    generator = AudioGenerator.from_pretrained("default")
+    longest = generator.max_seconds()
+    assert folder_max_seconds("default") == pytest.approx(longest)
+    assert generator.max_seconds("a steady sine tone at A4 (440 Hz)") < longest
+    generator.generate_tokens(seconds=longest, seed=0)  # exactly the limit fits
+    with pytest.raises(ValueError, match=f"about {longest:.2f} s of audio in all"):
+        generator.generate_tokens(seconds=longest + 0.1, seed=0)
+    parser = argparse.ArgumentParser()
+    add_generate_arguments(parser)
+    assert f"the shipped LM holds {longest:.1f} s" in " ".join(parser.format_help().split())
+
+
+def test_a_prompt_too_long_is_refused_from_its_header_before_encoding(tmp_path, monkeypatch):
+    from codec.audio import write_audio
+
+    generator = AudioGenerator.from_pretrained("default")
+    long_prompt = tmp_path / "long.wav"
+    write_audio(long_prompt, torch.zeros(16000 * 20), 16000)
+    monkeypatch.setattr(generator.codec, "encode", lambda *a, **k: pytest.fail("the prompt was encoded"))
+    with pytest.raises(ValueError, match="long.wav: 20.00 s of prompt"):
+        generator.generate(prompt=str(long_prompt), seconds=1.0)

@@ -16,6 +16,7 @@ from semanticodec_lm import cli
 from codec.audio import load_audio
 from codec.metrics import mel_distance
 from codec.model import PRETRAINED_DIR, SemantiCodec
+from recipes.codec.pitch_through_stages import DEFAULT_TONES, is_kept, pitch_through_stages
 
 DEFAULT = PRETRAINED_DIR / "default"
 CLIPS_DIR = Path(__file__).parents[1] / "data" / "codec_acceptance"
@@ -52,3 +53,23 @@ def test_shipped_default_loads_and_beats_an_untrained_codec(tmp_path):
     untrained = reconstruction_distances(str(tmp_path / "untrained"), tmp_path / "untrained-out")
     assert all(t < u for t, u in zip(trained, untrained)), (trained, untrained)
     assert sum(trained) < 0.5 * sum(untrained), (trained, untrained)
+
+
+def notes_kept(stage: str) -> tuple[int, dict]:
+    """How many of six harmonic tones (110-880 Hz) come back within 50 cents through ``stage`` of the
+    shipped codec (DPM-Solver++ 25 steps, seed 0 for the whole codec), and the measured pitches."""
+    codec = SemantiCodec.from_pretrained("default").eval()
+    results = pitch_through_stages(codec, list(DEFAULT_TONES), seconds=2.0, steps=25, seed=0, stages=(stage,))
+    return sum(is_kept(row[stage], hz) for hz, row in results.items()), results
+
+
+def test_the_shipped_vocoder_keeps_the_pitch_of_harmonic_tones():
+    kept, results = notes_kept("vocoder")
+    assert kept >= 5, results
+
+
+@pytest.mark.xfail(strict=True, reason="open target (codec issue): the VAE and the latent diffusion still blur a "
+                                       "note's harmonics; the whole codec keeps 0 of 6 (docs/codec-model-card.md)")
+def test_the_shipped_codec_keeps_the_pitch_of_harmonic_tones():
+    kept, results = notes_kept("codec")
+    assert kept >= 5, results
