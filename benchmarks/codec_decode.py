@@ -211,7 +211,7 @@ def main() -> None:
             b = torch.load(f"/tmp/codec_decode_{r['variant']}_{r['seconds']}.pt")
             diff = f"{((b - a).norm() / a.norm()).item():.1e}"
         print(f"| {r['seconds']:g} s | {r['variant']} | {r['windows']} | {r['per_window_s']:.1f} | {speedup(ref, r)} "
-              f"| {speedup(procedure.get(r['seconds']), r)} | {r['peak_gib']:.2f} | {diff} | {r['compile_s'] or '-'} |")
+              f"| {speedup(procedure.get(r['seconds']), r)} | {r['peak_gib']:.2f} | {diff} | {f"{r['compile_s']:.1f}" if r['compile_s'] else '-'} |")
 
 
 if __name__ == "__main__":
