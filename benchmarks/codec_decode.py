@@ -210,8 +210,9 @@ def main() -> None:
             a = torch.load(f"/tmp/codec_decode_official_{r['seconds']}.pt")
             b = torch.load(f"/tmp/codec_decode_{r['variant']}_{r['seconds']}.pt")
             diff = f"{((b - a).norm() / a.norm()).item():.1e}"
+        compile_s = f"{r['compile_s']:.1f}" if r["compile_s"] else "-"
         print(f"| {r['seconds']:g} s | {r['variant']} | {r['windows']} | {r['per_window_s']:.1f} | {speedup(ref, r)} "
-              f"| {speedup(procedure.get(r['seconds']), r)} | {r['peak_gib']:.2f} | {diff} | {f"{r['compile_s']:.1f}" if r['compile_s'] else '-'} |")
+              f"| {speedup(procedure.get(r['seconds']), r)} | {r['peak_gib']:.2f} | {diff} | {compile_s} |")
 
 
 if __name__ == "__main__":
