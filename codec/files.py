@@ -9,7 +9,7 @@ included) the temporary file is removed. A run killed outright (SIGKILL) can lea
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,13 +22,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     from the name (soundfile) working."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
+    # A fresh name the writer creates itself, so the file gets the usual permissions (umask), which
+    # tempfile.mkstemp's private 0600 file would not.
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}"
     try:
-        yield Path(temporary)
+        yield temporary
         os.replace(temporary, path)
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -103,3 +103,20 @@ def test_check_identity_names_the_file():
     identity = {"token_rate": 100, "semantic_vocab_size": 64, "acoustic_vocab_size": 32, "config_hash": "x"}
     with pytest.raises(TokenFileError, match="^f.tokens: made by codec"):
         check_identity(identity, CONFIG, "f.tokens")
+
+
+def test_outputs_get_the_usual_permissions_and_no_temporary_file_stays(tmp_path):
+    import os
+
+    from codec.audio import write_audio
+    from codec.files import atomic_path
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_audio(tmp_path / "a.wav", torch.zeros(1600), 16000)
+    assert (tmp_path / "a.wav").stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.txt") as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
