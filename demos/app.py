@@ -15,9 +15,9 @@ one temporary folder, removed when the server stops. The server listens on 127.0
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from pathlib import Path
@@ -202,6 +202,10 @@ def build_app(demo: Demo, concurrency: int = 2) -> gr.Blocks:
     return app.queue(default_concurrency_limit=concurrency)
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Load the models and serve the demo on 127.0.0.1."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -213,12 +217,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860, help="(default: %(default)s)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="semanticodec-demo-"))
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # uploads land in the demo's folder too
-    generator = AudioGenerator.from_pretrained(args.model, codec=args.codec, device=args.device)
-    app = build_app(Demo(generator, workdir / "outputs", args.decode_steps), args.concurrency)
-    print(f"semanticodec-lm demo on http://127.0.0.1:{args.port} (files in {workdir})", flush=True)
-    app.launch(server_name="127.0.0.1", server_port=args.port)
+    # `kill` (SIGTERM) stops the server like Ctrl-C, so the folder is removed either way.
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        generator = AudioGenerator.from_pretrained(args.model, codec=args.codec, device=args.device)
+        app = build_app(Demo(generator, workdir / "outputs", args.decode_steps), args.concurrency)
+        print(f"semanticodec-lm demo on http://127.0.0.1:{args.port} (files in {workdir})", flush=True)
+        app.launch(server_name="127.0.0.1", server_port=args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from codec.acoustic import mask_padding_rows
 from codec.config import AudioMAEConfig, CodecConfig, get_config, official_config
 from codec.encoder import CENTROIDS_KEY, SemantiCodecEncoder
 
-KEY_LISTINGS = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "checkpoint-keys"
+KEY_LISTINGS = Path(__file__).resolve().parents[1] / "data" / "checkpoint-keys"
 RATE_BY_FACTOR = {1: 100, 2: 50, 4: 25}
 FIXTURE_PREFIXES = ("input.", "expected.", "intermediate.")
 
@@ -40,7 +40,7 @@ def _fixture_encoder(parity_dir: Path, concat_factor: int):
 def _official_key_shapes(token_rate: int) -> dict[str, tuple[int, ...]]:
     listing = KEY_LISTINGS / f"keys_encoder_{token_rate}.txt"
     if not listing.is_file():
-        pytest.skip(f"checkpoint key listing not found at {listing}")
+        pytest.fail(f"checkpoint key listing not found at {listing}")
     shapes = {}
     for line in listing.read_text().splitlines():
         key, shape, dtype = line.split("\t")

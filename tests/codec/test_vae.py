@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from codec.config import VAEConfig, VocoderConfig
 from codec.vae import AutoencoderKL
 
-PARITY_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "parity"
-KEYS_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / "checkpoint-keys"
+PARITY_DIR = Path(__file__).resolve().parents[1] / "data" / "parity"
+KEYS_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoint-keys"
 PREFIX = "first_stage_model."
 TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 2))
 
@@ -20,7 +20,7 @@ TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 2))
 def _fixture(name: str) -> Path:
     path = PARITY_DIR / name
     if not path.is_file():
-        pytest.skip(f"parity fixture {path} not found")
+        pytest.fail(f"parity fixture {path} not found")
     return path
 
 
@@ -79,7 +79,7 @@ def test_fixture6_latent_to_waveform_chain():
 def _official_listing() -> dict[str, tuple[int, ...]]:
     path = KEYS_DIR / "keys_decoder_100.txt"
     if not path.is_file():
-        pytest.skip(f"checkpoint key listing {path} not found")
+        pytest.fail(f"checkpoint key listing {path} not found")
     shapes = {}
     for line in path.read_text().splitlines():
         key, shape, _dtype = line.split("\t")

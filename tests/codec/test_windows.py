@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from codec.windows import OVERLAP_SAMPLES, OverlapAddStream, output_samples, overlap_add, split_windows
 
-PARITY_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "parity"
+PARITY_DIR = Path(__file__).resolve().parents[1] / "data" / "parity"
 WINDOW_TOKENS = {1: 512, 2: 256, 4: 128}
 
 
@@ -19,7 +19,7 @@ WINDOW_TOKENS = {1: 512, 2: 256, 4: 128}
 def fixture9() -> tuple[dict[str, torch.Tensor], dict]:
     path = PARITY_DIR / "overlap_add.safetensors"
     if not path.is_file():
-        pytest.skip(f"parity fixture {path} not found")
+        pytest.fail(f"parity fixture {path} not found")
     with safe_open(str(path), "pt") as handle:
         meta = json.loads(handle.metadata()["fixture_meta"])
     return load_file(str(path)), meta

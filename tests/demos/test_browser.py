@@ -58,7 +58,7 @@ def server(tmp_path_factory):
     yield url, workdir
     process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=120)  # a busy machine can take a while to close the server
     except subprocess.TimeoutExpired:
         process.kill()
     assert not workdir.exists(), "the demo left its temporary folder behind"
