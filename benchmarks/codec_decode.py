@@ -50,7 +50,7 @@ from codec.diffusion.conditioning import build_context, unconditional_context
 from codec.diffusion.samplers import GaussianNoise, sample
 from codec.model import SemantiCodec, window_generator
 from codec.windows import overlap_add, split_windows
-from hardware import cpu_description
+from semanticodec_lm.hardware import cpu_description
 
 # variant: (sampler, steps, precision, compiled UNet)
 VARIANTS = {"official": ("ddim", 50, "fp32", False), "official-procedure": ("ddim", 50, "fp32", False),

@@ -22,7 +22,7 @@ from codec.config import SEGMENT_FRAMES, official_config
 from codec.encoder import SemantiCodecEncoder
 from codec.frontend import waveform_to_fbank
 from codec.model import precision_context
-from hardware import cpu_description
+from semanticodec_lm.hardware import cpu_description
 
 
 def synthetic_audio(seconds: float, seed: int = 0) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from hardware import cpu_description
+from semanticodec_lm.hardware import cpu_description
 
 
 def worker(what: str, minutes: float, codec_name: str, steps: int) -> dict:

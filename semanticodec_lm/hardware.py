@@ -1,4 +1,4 @@
-"""What the benchmark tables print above themselves: the machine they were measured on."""
+"""What the benchmark and speed tables print above themselves: the machine they were measured on."""
 
 from __future__ import annotations
 
