@@ -52,7 +52,10 @@ def test_shipped_default_loads_and_beats_an_untrained_codec(tmp_path):
     trained = reconstruction_distances("default", tmp_path / "trained-out")
     untrained = reconstruction_distances(str(tmp_path / "untrained"), tmp_path / "untrained-out")
     assert all(t < u for t, u in zip(trained, untrained)), (trained, untrained)
-    assert sum(trained) < 0.5 * sum(untrained), (trained, untrained)
+    # An untrained iSTFT vocoder gives quiet noise, a closer baseline than an untrained HiFi-GAN's
+    # (the ratio was 0.46 with HiFi-GAN, 0.71 with it); the previous shipped codec summed 4.85.
+    assert sum(trained) < 0.8 * sum(untrained), (trained, untrained)
+    assert sum(trained) < 4.5, trained
 
 
 def notes_kept(stage: str) -> tuple[int, dict]:
