@@ -39,6 +39,13 @@ def _conv(conv: nn.Conv1d | nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor
     return F.conv2d(x, weight, conv.bias, (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0]), conv.groups)
 
 
+def _check_log_mel(log_mel: torch.Tensor, num_mels: int) -> None:
+    if log_mel.dim() != 3 or log_mel.shape[1] != num_mels:
+        raise ValueError(f"vocoder input must be [batch, {num_mels} mel bins, frames], got shape {tuple(log_mel.shape)}")
+    if not log_mel.is_floating_point():
+        raise ValueError(f"vocoder input must be a floating-point tensor, got {log_mel.dtype}")
+
+
 class ResBlock1(nn.Module):
     """HiFi-GAN residual block type 1: for each dilation d, x += conv_1(lrelu(conv_d(lrelu(x)))).
 
@@ -125,13 +132,7 @@ class HiFiGAN(nn.Module):
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         """log_mel float [B, num_mels, frames] (natural-log magnitude mel) -> waveform [B, 1, S]."""
-        if log_mel.dim() != 3 or log_mel.shape[1] != self.cfg.num_mels:
-            raise ValueError(
-                f"vocoder input must be [batch, {self.cfg.num_mels} mel bins, frames], "
-                f"got shape {tuple(log_mel.shape)}"
-            )
-        if not log_mel.is_floating_point():
-            raise ValueError(f"vocoder input must be a floating-point tensor, got {log_mel.dtype}")
+        _check_log_mel(log_mel, self.cfg.num_mels)
         num_kernels = len(self.cfg.resblock_kernel_sizes)
         x = _conv(self.conv_pre, log_mel.unsqueeze(2).contiguous(memory_format=torch.channels_last))
         for stage, upsample in enumerate(self.ups):
@@ -213,13 +214,7 @@ class ISTFTVocoder(nn.Module):
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         """log_mel float [B, num_mels, frames] (natural-log magnitude mel) -> waveform float32 [B, 1, S]."""
-        if log_mel.dim() != 3 or log_mel.shape[1] != self.cfg.num_mels:
-            raise ValueError(
-                f"vocoder input must be [batch, {self.cfg.num_mels} mel bins, frames], "
-                f"got shape {tuple(log_mel.shape)}"
-            )
-        if not log_mel.is_floating_point():
-            raise ValueError(f"vocoder input must be a floating-point tensor, got {log_mel.dtype}")
+        _check_log_mel(log_mel, self.cfg.num_mels)
         frames = log_mel.shape[-1]
         spectrum = self.spectrum(log_mel)
         with torch.autocast(log_mel.device.type, enabled=False):

@@ -286,18 +286,25 @@ def _count_windows(codec, lengths) -> int:
     return sum(len(split_windows(int(n), codec.config.window_tokens)) for n in lengths)
 
 
-def run_decode(args) -> int:
-    from codec.tokenfile import TokenFileError, load_tokens
-
+def _plan_wav_outputs(args, accept, what: str):
+    """What decode and reconstruct share before any work: the codec (settings checked), the output
+    folder, the failure list, and (input, output wav) pairs that collide with no other."""
     codec = _load_codec(args)
     codec.check_decode_settings(args.steps, args.cfg_scale, args.sampler, args.eta, args.batch_size, args.precision)
     out_dir = Path(args.output)
     failures: list[Path] = []
-    planned = [(path, out_dir / _wav_name(relative)) for path, relative in find_inputs(args.inputs, _is_tokens)]
+    planned = [(path, out_dir / _wav_name(relative)) for path, relative in find_inputs(args.inputs, accept)]
     if not planned:
-        raise ValueError(f"no token files (*{TOKEN_SUFFIX}) in {', '.join(args.inputs)}")
+        raise ValueError(f"no {what} in {', '.join(args.inputs)}")
+    return codec, out_dir, failures, drop_colliding(planned, failures)
+
+
+def run_decode(args) -> int:
+    from codec.tokenfile import TokenFileError, load_tokens
+
+    codec, out_dir, failures, planned = _plan_wav_outputs(args, _is_tokens, f"token files (*{TOKEN_SUFFIX})")
     jobs, done = [], 0
-    for path, target in drop_colliding(planned, failures):
+    for path, target in planned:
         try:
             token_file = load_tokens(path, expect=codec.config)
         except TokenFileError as error:
@@ -325,14 +332,7 @@ def run_decode(args) -> int:
 def run_reconstruct(args) -> int:
     from codec.audio import AudioError, load_audio
 
-    codec = _load_codec(args)
-    codec.check_decode_settings(args.steps, args.cfg_scale, args.sampler, args.eta, args.batch_size, args.precision)
-    out_dir = Path(args.output)
-    failures: list[Path] = []
-    planned = [(path, out_dir / _wav_name(relative)) for path, relative in find_inputs(args.inputs, _is_audio)]
-    if not planned:
-        raise ValueError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {', '.join(args.inputs)}")
-    jobs = drop_colliding(planned, failures)
+    codec, out_dir, failures, jobs = _plan_wav_outputs(args, _is_audio, f"audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
     written = done = 0
     with tqdm(unit="window", desc="reconstruct") as bar:
         for path, target in jobs:

@@ -22,6 +22,18 @@ def _same_padding(kernel_size: int, dilation: int) -> int:
 DiscriminatorOutput = tuple[list[torch.Tensor], list[list[torch.Tensor]]]
 
 
+def run_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One sub-discriminator's conv stack: (flattened logits [B, n], every feature map after an activation
+    and the final conv's output) for the feature-matching loss."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LEAKY_SLOPE)
+        features.append(x)
+    x = conv_post(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """Folds the waveform [B, 1, S] into [B, 1, S/p, p] (reflect-padded) and runs 2-D convs over it."""
 
@@ -44,13 +56,7 @@ class PeriodDiscriminator(nn.Module):
         if remainder:
             waveform = F.pad(waveform, (0, self.period - remainder), mode="reflect")
         x = waveform.reshape(batch, channels, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return run_stack(self.convs, self.conv_post, x)
 
 
 class ScaleDiscriminator(nn.Module):
@@ -71,13 +77,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = waveform
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return run_stack(self.convs, self.conv_post, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -137,13 +137,7 @@ class ResolutionDiscriminator(nn.Module):
         # [B, bins, frames] -> [B, 1, bins, frames]: convs stride over frequency, keep time resolution.
         # Channels-last lets oneDNN run the convs on AMX under bf16 autocast (several times faster).
         x = torch.log(spectrum.abs().clamp_min(1e-5))[:, None].contiguous(memory_format=torch.channels_last)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return run_stack(self.convs, self.conv_post, x)
 
 
 class MultiResolutionDiscriminator(nn.Module):
