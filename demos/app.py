@@ -18,6 +18,7 @@ import argparse
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -202,8 +203,20 @@ def build_app(demo: Demo, concurrency: int = 2) -> gr.Blocks:
     return app.queue(default_concurrency_limit=concurrency)
 
 
-def _stop(signum, frame) -> None:
-    raise KeyboardInterrupt
+def stop_on_signals(workdir: Path) -> None:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) remove the demo's folder and end the process at once.
+
+    Gradio's own shutdown can wait indefinitely on clients that keep their connection open; the
+    demo keeps nothing worth flushing (its outputs are temporary), so it does not wait for them.
+    """
+
+    def stop(signum, frame) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print("semanticodec-lm demo stopped", file=sys.stderr, flush=True)
+        os._exit(130 if signum == signal.SIGINT else 0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,15 +231,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="semanticodec-demo-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")  # uploads land in the demo's folder too
-    # `kill` (SIGTERM) stops the server like Ctrl-C, so the folder is removed either way.
-    signal.signal(signal.SIGTERM, _stop)
+    stop_on_signals(workdir)
     try:
         generator = AudioGenerator.from_pretrained(args.model, codec=args.codec, device=args.device)
         app = build_app(Demo(generator, workdir / "outputs", args.decode_steps), args.concurrency)
         print(f"semanticodec-lm demo on http://127.0.0.1:{args.port} (files in {workdir})", flush=True)
         app.launch(server_name="127.0.0.1", server_port=args.port)
-    except KeyboardInterrupt:
-        pass
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
