@@ -284,6 +284,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer = L.Trainer(default_root_dir=out, logger=False, enable_checkpointing=False, enable_model_summary=False,
                         use_distributed_sampler=False, **(config.get("trainer") or {}))
     trainer.predict(module, datamodule=data, return_predictions=False)
+    try:
+        return _finish(trainer, module, data, out, jobs, config)
+    finally:
+        # Each rank leaves the process group itself: a gloo group still alive at interpreter exit
+        # can abort the process ("terminate called without an active exception") after the work is done.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _finish(trainer: L.Trainer, module: "TokenizeModule", data: "ShardDataModule", out: Path, jobs: list,
+            config: dict) -> dict[str, Any]:
+    """Rank 0 merges the shards into the token manifest and writes the report; returns this rank's summary."""
     strategy = trainer.strategy
     strategy.barrier("tokenize-merge")
     clips, seconds, bad = strategy.reduce(module.counts.to(strategy.root_device), reduce_op="sum").tolist()
