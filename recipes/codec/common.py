@@ -37,7 +37,8 @@ from codec.files import atomic_path
 from codec.frontend import kaldi_fbank
 from lm.module import warmup_cosine
 from recipes.data.datasets import ManifestDataset, collate_clips
-from recipes.lm.train import AtomicCheckpointIO, load_config, make_logger, optimizer_step, parameter_digest, section
+from recipes.config import load_recipe_config
+from recipes.lm.train import SECTIONS, AtomicCheckpointIO, make_logger, optimizer_step, parameter_digest, section
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_NAME_KEY = "codec_config"
@@ -306,20 +307,22 @@ class StageSummary(L.Callback):
                 "first_batch": self.first_batch, "parameters": parameter_digest(trainer.lightning_module)}
 
 
-def parse_args(description: str, argv: list[str] | None) -> dict:
-    """``--config FILE [section.key=value ...]`` -> the config dict (see the stage YAML headers)."""
+def parse_args(description: str, argv: list[str] | None, extra_sections: tuple[str, ...] = ()) -> dict:
+    """``--config FILE [section.key=value ...]`` -> the config dict (see the stage YAML headers);
+    ``extra_sections``: top-level keys a stage reads besides the common ones."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="YAML file (recipes/codec/configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="section.key=value")
     args = parser.parse_args(argv)
-    return load_config(args.config, args.overrides)
+    return load_recipe_config(args.config, args.overrides, SECTIONS | set(extra_sections))
 
 
-def run_stage(config: dict, build_module: Callable[[dict, int], StageModule]) -> dict:
+def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
+              callbacks: list[L.Callback] | None = None) -> dict:
     """Train one stage as configured; returns this rank's summary (also printed as CODEC_TRAIN_SUMMARY).
 
     ``build_module(model_and_optim_kwargs, seed)`` makes the LightningModule from the ``model`` and
-    ``optim`` sections. Rank 0 writes ``<run_dir>/weights.safetensors`` when training ends.
+    ``optim`` sections; ``callbacks`` join the run's own. Rank 0 writes ``<run_dir>/weights.safetensors`` when training ends.
     """
     seed = int(config.get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
@@ -340,7 +343,7 @@ def run_stage(config: dict, build_module: Callable[[dict, int], StageModule]) ->
     trainer_options = dict(config.get("trainer") or {})
     progress = ConsoleProgress(module.stage, int(trainer_options.get("log_every_n_steps", 50)))
     trainer = L.Trainer(
-        default_root_dir=run_dir, logger=make_logger(config, run_dir), callbacks=[checkpoints, summary, progress],
+        default_root_dir=run_dir, logger=make_logger(config, run_dir), callbacks=[checkpoints, summary, progress, *(callbacks or [])],
         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, enable_model_summary=False,
         **trainer_options,
     )

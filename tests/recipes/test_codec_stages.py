@@ -10,7 +10,7 @@ from codec.config import SEGMENT_SAMPLES, get_config
 from codec.model import SemantiCodec
 from recipes.codec.common import read_weights, segment_fbank
 from recipes.codec.export import export
-from recipes.codec.train_audiomae import AudioMAEModule
+from recipes.codec.train_audiomae import AudioMAEModule, probe_accuracy
 from recipes.codec.train_audiomae import main as audiomae_main
 from recipes.codec.train_kmeans import main as kmeans_main
 from recipes.codec.train_ldm import LDMModule
@@ -72,6 +72,46 @@ def test_audiomae_overfits_a_fixed_batch(corpus):
     module = AudioMAEModule("tiny-100")
     first, last = overfit(module, fixed_batch(corpus, 10.24), module.trainable_parameters(), 25, 3e-3)
     assert last < 0.6 * first
+
+
+def test_audiomae_starts_from_a_codec_and_refuses_another_size(tmp_path):
+    torch.manual_seed(0)
+    source = SemantiCodec(get_config("tiny-100"))
+    folder = source.save_pretrained(tmp_path / "codec")
+    module = AudioMAEModule("tiny-100", init_from=str(folder))
+    expected = source.encoder.audiomae.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in module.audiomae.state_dict().items())
+    with pytest.raises(SystemExit, match="AudioMAE config differs"):
+        AudioMAEModule("small-100", init_from=str(folder))
+
+
+def test_probe_accuracy_separates_what_is_separable_and_skips_one_class():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=generator)
+    labels = ["a" if value > 0 else "b" for value in x[:, 0].tolist()]
+    x_eval = torch.randn(20, 3, generator=generator)
+    eval_labels = ["a" if value > 0 else "b" for value in x_eval[:, 0].tolist()]
+    assert probe_accuracy(x, labels, x_eval, eval_labels) >= 0.9
+    shuffled = [eval_labels[(i + 7) % 20] for i in range(20)]  # labels unrelated to the features
+    assert probe_accuracy(x, labels, x_eval, shuffled) < 0.9
+    assert probe_accuracy(x, ["a"] * 40, x_eval, eval_labels) is None
+    assert probe_accuracy(x, labels, x_eval, [None] * 20) is None
+
+
+def test_audiomae_run_logs_the_feature_probe(corpus, tmp_path):
+    import csv
+
+    run = tmp_path / "run"
+    audiomae_main(["--config", str(CONFIGS / "audiomae_tiny.yaml"), f"data.manifest={corpus}", f"run_dir={run}",
+                   "logger=csv", "trainer.accelerator=cpu", "trainer.max_steps=2", "trainer.limit_val_batches=1",
+                   "trainer.val_check_interval=2", "data.batch_size=1", "probe.clips=40"])
+    rows = list(csv.DictReader(next(run.rglob("metrics.csv")).open()))
+    logged = [float(row[f"valid/probe_{task}"]) for row in rows for task in ("domain", "class")
+              if row.get(f"valid/probe_{task}")]
+    assert len(logged) == 2 and all(0.0 <= value <= 1.0 for value in logged)
+    with pytest.raises(SystemExit, match="probe: unknown key"):
+        audiomae_main(["--config", str(CONFIGS / "audiomae_tiny.yaml"), f"data.manifest={corpus}",
+                       f"run_dir={tmp_path / 'bad'}", "probe.clip=3"])
 
 
 def test_vae_overfits_a_fixed_batch(corpus):
