@@ -243,6 +243,16 @@ class AudioMAE(nn.Module):
         return self.model(fbank)
 
 
+def tokens_per_time_step(concat_factor: int) -> int:
+    """Semantic tokens per AudioMAE time step (one per frequency position): 8, 4, 4 for K = 1, 2, 4.
+
+    Token ``n`` of a segment sits at frequency position ``n % tokens_per_time_step`` (see
+    :func:`concat_patches`)."""
+    if concat_factor not in (1, 2, 4):
+        raise ValueError(f"concat_factor must be 1, 2 or 4, got {concat_factor}")
+    return PATCH_GRID[1] // min(concat_factor, 2)
+
+
 def concat_patches(features: torch.Tensor, concat_factor: int) -> torch.Tensor:
     """Join neighbouring AudioMAE patches into one token: [S, 512, E] -> [S, 512/K, E*K].
 

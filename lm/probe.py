@@ -10,15 +10,23 @@ have been made by the codec ``--model`` names (its codebooks give the embeddings
 row's ``audio`` (relative to the token manifest's folder) is still read for the mel baseline.
 Both give the same features for the same tokens.
 
-Each clip becomes four clip-level vectors, each the mean and standard deviation over time of a
-frame embedding:
+Each clip becomes clip-level vectors pooled over time. Tokens come P to an AudioMAE time step, one
+per frequency position (P = 8, 4, 4 at 100, 50, 25 tokens/s), so token embeddings are pooled per
+position (mean and standard deviation over time, :func:`pool_by_position`): a token's meaning
+depends on the band it covers, and one mean over all positions would blur the bands together.
 
-- ``semantic``: the k-means centroids of the semantic tokens (float32 [T, F] -> [2F]);
-- ``acoustic``: the VQ code vectors of the acoustic tokens ([T, F] -> [2F]);
-- ``both``: the two concatenated ([4F]);
-- ``mel-kmeans`` (baseline): 64-bin log-mel frames quantised by a seeded k-means with as many
-  centroids as the semantic vocabulary (fitted on frames of the training split), pooled the same
-  way ([128]).
+- ``semantic``: the k-means centroids of the semantic tokens (float32 [T, F] -> [2PF]);
+- ``acoustic``: the VQ code vectors of the acoustic tokens ([T, F] -> [2PF]);
+- ``both``: the two concatenated ([4PF]);
+- ``continuous`` (upper bound): the AudioMAE features the semantic tokens quantise ([2PF]);
+- ``mel-kmeans`` (baseline): 64-bin log-mel frames (each frame covers every band) quantised by a
+  seeded k-means with as many centroids as the semantic vocabulary (fitted on frames of the
+  training split), mean and standard deviation over time ([128]).
+
+``--semantic-codebook`` probes the semantic tokens of another codebook (a ``train_kmeans.py`` run
+folder or weights file, possibly of another token rate) over the model's AudioMAE: only
+``semantic``, ``continuous`` and ``mel-kmeans`` are made then, since the model's acoustic tokens
+belong to its own codebook.
 
 For every task whose labels the manifest provides (see :func:`task_label`), a linear probe
 (logistic regression, full-batch L-BFGS) and a small MLP (one hidden layer, full-batch Adam) are
@@ -46,7 +54,7 @@ if TYPE_CHECKING:
     from codec.tokenfile import TokenFile
 
 TASKS = ("domain", "class", "instrument", "language")
-FEATURE_SETS = ("semantic", "acoustic", "both", "mel-kmeans")
+FEATURE_SETS = ("semantic", "acoustic", "both", "continuous", "mel-kmeans")
 PROBES = ("linear", "mlp")
 
 
@@ -80,6 +88,21 @@ def pool(frames: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected frame embeddings [T, D] with T >= 1, got {list(frames.shape)}")
     frames = frames.float()
     return torch.cat([frames.mean(0), frames.std(0, correction=0)])
+
+
+def pool_by_position(frames: torch.Tensor, positions: int) -> torch.Tensor:
+    """Token embeddings float [T, D] laid out ``positions`` per time step (token n at position
+    n % positions) -> float32 [positions * 2D]: :func:`pool` of each position's tokens, in position order.
+
+    A clip with fewer than ``positions`` tokens repeats them cyclically so that every position has one.
+    """
+    if frames.dim() != 2 or frames.shape[0] == 0:
+        raise ValueError(f"expected token embeddings [T, D] with T >= 1, got {list(frames.shape)}")
+    if positions < 1:
+        raise ValueError(f"positions must be >= 1, got {positions}")
+    if frames.shape[0] < positions:
+        frames = frames.repeat(-(-positions // frames.shape[0]), 1)[:positions]
+    return torch.cat([pool(frames[position::positions]) for position in range(positions)])
 
 
 def assign(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -207,18 +230,100 @@ class ProbeClip:
 @torch.inference_mode()
 def token_features(codec, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """Pooled embeddings of one clip's codec tokens int64 [T, 2] (T >= 1; semantic, acoustic id):
-    ``semantic`` [2F] (k-means centroids), ``acoustic`` [2F] (VQ code vectors), ``both`` [4F]."""
+    ``semantic`` [2PF] (k-means centroids), ``acoustic`` [2PF] (VQ code vectors), ``both`` [4PF]."""
+    from codec.semantic import tokens_per_time_step
+
     ids = ids.to(codec.device)
-    semantic = pool(codec.encoder.semantic_codebook.lookup(ids[:, 0]).cpu())
-    acoustic = pool(codec.encoder.quantizer.lookup(ids[:, 1]).cpu())
+    positions = tokens_per_time_step(codec.config.concat_factor)
+    semantic = pool_by_position(codec.encoder.semantic_codebook.lookup(ids[:, 0]).cpu(), positions)
+    acoustic = pool_by_position(codec.encoder.quantizer.lookup(ids[:, 1]).cpu(), positions)
     return {"semantic": semantic, "acoustic": acoustic, "both": torch.cat([semantic, acoustic])}
 
 
 @torch.inference_mode()
+def audiomae_features(audiomae: nn.Module, wave: torch.Tensor, concat_factor: int) -> torch.Tensor:
+    """The AudioMAE features the codec's semantic tokens quantise, for one 16-kHz waveform [N]:
+    float32 [T, E * K] with T the clip's token count at concatenation factor K (``concat_factor``)."""
+    from codec.frontend import iter_fbank_segments, pad_to_segments, token_budget
+    from codec.semantic import concat_patches
+
+    device = next(audiomae.parameters()).device
+    rows = [concat_patches(audiomae(chunk.to(device)), concat_factor).flatten(0, 1).float().cpu()
+            for chunk in iter_fbank_segments(pad_to_segments(wave))]
+    return torch.cat(rows)[: token_budget(wave.numel(), concat_factor)[1]]
+
+
+@dataclass
+class SemanticTokenizer:
+    """The semantic half of an encoder: an AudioMAE and a k-means codebook of one token rate.
+
+    ``codebook`` holds the centroids float32 [V, E * K]; ``concat_factor`` is K (1, 2, 4 for 100,
+    50, 25 tokens/s); ``source`` names where the codebook came from.
+    """
+
+    audiomae: nn.Module
+    codebook: nn.Module
+    concat_factor: int
+    source: str
+
+    @torch.inference_mode()
+    def features(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``semantic`` and ``continuous`` pooled features [2PF] of one 16-kHz waveform [N]."""
+        from codec.semantic import tokens_per_time_step
+
+        continuous = audiomae_features(self.audiomae, wave, self.concat_factor)
+        centroids = self.codebook.lookup(self.codebook.nearest(continuous[None]))[0]
+        positions = tokens_per_time_step(self.concat_factor)
+        return {"semantic": pool_by_position(centroids, positions),
+                "continuous": pool_by_position(continuous, positions)}
+
+
+def load_semantic_tokenizer(codec, path: str | Path) -> SemanticTokenizer:
+    """``codec``'s AudioMAE with the k-means codebook of a ``recipes/codec/train_kmeans.py`` run
+    (its folder or ``weights.safetensors``); the codebook's token rate comes from the codec config
+    it was fitted for. Raises ValueError if the file is missing, is not a k-means codebook, or was
+    fitted on features of another width."""
+    from safetensors import SafetensorError, safe_open
+
+    from codec.config import get_config
+    from codec.semantic import SemanticCodebook
+
+    path = Path(path)
+    file = path / "weights.safetensors" if path.is_dir() else path
+    key = "encoder.semantic_codebook.centroids"
+    try:
+        with safe_open(str(file), "pt") as handle:
+            metadata = handle.metadata() or {}
+            if key not in handle.keys():
+                raise ValueError(f"--semantic-codebook {file}: no {key} (not a k-means codebook)")
+            centroids = handle.get_tensor(key).float()
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"--semantic-codebook {file}: cannot read it ({error})") from None
+    try:
+        concat_factor = get_config(metadata.get("codec_config", "")).concat_factor
+    except KeyError:
+        raise ValueError(f"--semantic-codebook {file}: no known codec config in its metadata "
+                         f"({metadata.get('codec_config')!r})") from None
+    width = codec.config.audiomae.embed_dim * concat_factor
+    if centroids.dim() != 2 or centroids.shape[1] != width:
+        raise ValueError(f"--semantic-codebook {file}: centroids {list(centroids.shape)} do not fit "
+                         f"{codec.config.name}'s AudioMAE at {100 // concat_factor} tokens/s (width {width})")
+    codebook = SemanticCodebook(centroids.shape[0], width)
+    codebook.load_centroids(centroids)
+    return SemanticTokenizer(codec.encoder.audiomae, codebook.to(codec.device), concat_factor, str(file))
+
+
+@torch.inference_mode()
 def codec_features(codec, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-    """:func:`token_features` of the tokens the codec gives for one 16-kHz waveform [N]."""
+    """:func:`token_features` of the tokens the codec gives for one 16-kHz waveform [N], plus
+    ``continuous`` (the pooled AudioMAE features those semantic tokens quantise)."""
+    from codec.semantic import tokens_per_time_step
+
     tokens, lengths = codec.encode_waveforms([wave.to(codec.device)])
-    return token_features(codec, tokens[0, : int(lengths[0])])
+    features = token_features(codec, tokens[0, : int(lengths[0])])
+    continuous = audiomae_features(codec.encoder.audiomae, wave, codec.config.concat_factor)
+    features["continuous"] = pool_by_position(continuous, tokens_per_time_step(codec.config.concat_factor))
+    return features
 
 
 def add_mel_kmeans_features(clips: list[ProbeClip], vocab_size: int, train_split: str, *, seed: int,
@@ -247,7 +352,7 @@ def probe_task(clips: list[ProbeClip], task: str, train_split: str, eval_splits:
     majority = index[Counter(label for _, label in train).most_common(1)[0][0]]
     y_train = torch.tensor([index[label] for _, label in train])
     results = []
-    for name in FEATURE_SETS:
+    for name in [name for name in FEATURE_SETS if name in train[0][0].features]:
         x_train = torch.stack([clip.features[name] for clip, _ in train])
         probes = {"linear": train_linear_probe(x_train, y_train, len(classes), seed=seed),
                   "mlp": train_mlp_probe(x_train, y_train, len(classes), seed=seed)}
@@ -286,6 +391,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
                         help="shipped name, save_pretrained folder or official-<rate>-<vocab> (default: %(default)s)")
     parser.add_argument("--checkpoint-path", default=None, help="official checkpoint folder (official models only)")
+    parser.add_argument("--semantic-codebook", default=None, metavar="KMEANS_RUN",
+                        help="probe the semantic tokens of this k-means codebook (a recipes/codec/train_kmeans.py "
+                             "run folder or weights file, any token rate) over the model's AudioMAE")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: %(default)s)")
     parser.add_argument("--train-split", default="train", help="split the probes are fitted on (default: %(default)s)")
@@ -314,7 +422,8 @@ def _mel_frames(wave: torch.Tensor) -> torch.Tensor:
     return log_mel_64(wave).T.contiguous()
 
 
-def _load_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[list[ProbeClip], list[str]]:
+def _load_clips(args: argparse.Namespace, codec, splits: list[str],
+                tokenizer: SemanticTokenizer | None = None) -> tuple[list[ProbeClip], list[str]]:
     from codec.evaluate import read_manifest_clips
 
     clips, problems = [], []
@@ -324,7 +433,7 @@ def _load_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[lis
         for clip in tqdm(rows, desc=f"features {split}", unit="clip"):
             try:
                 wave = _audio(clip.path)
-                features = codec_features(codec, wave)
+                features = tokenizer.features(wave) if tokenizer else codec_features(codec, wave)
             except (ValueError, RuntimeError) as error:  # AudioError is a ValueError: report, go on
                 problems.append(str(error))
                 continue
@@ -353,6 +462,7 @@ def _token_file(path: Path, codec, manifest: Path) -> TokenFile | str:
 
 
 def _load_token_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[list[ProbeClip], list[str]]:
+    from codec.semantic import tokens_per_time_step
     from lm.data import read_manifest
 
     manifest = Path(args.tokens)
@@ -378,6 +488,8 @@ def _load_token_clips(args: argparse.Namespace, codec, splits: list[str]) -> tup
                     raise ValueError("no 'audio' path")
                 wave = _audio(manifest.parent / audio)
                 features = token_features(codec, tokens.tokens[row.item, : row.frames])
+                continuous = audiomae_features(codec.encoder.audiomae, wave, codec.config.concat_factor)
+                features["continuous"] = pool_by_position(continuous, tokens_per_time_step(codec.config.concat_factor))
             except (ValueError, RuntimeError) as error:  # bad token file or audio: report, go on
                 problems.append(f"{row.where}: {error}")
                 continue
@@ -403,20 +515,33 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit <= 0:
         raise ValueError(f"--limit must be a positive number of clips, got {args.limit}")
     codec = load_codec(ModelSpec(args.model, args.model, args.checkpoint_path), args.device)
-    load = _load_token_clips if args.tokens else _load_clips
-    clips, problems = load(args, codec, [args.train_split, *eval_splits])
+    splits = [args.train_split, *eval_splits]
+    tokenizer = None
+    vocab_size = codec.config.semantic_vocab_size
+    if getattr(args, "semantic_codebook", None):
+        if args.tokens:
+            raise ValueError("--semantic-codebook needs --manifest: token files hold the model's own semantic tokens")
+        tokenizer = load_semantic_tokenizer(codec, args.semantic_codebook)
+        vocab_size = tokenizer.codebook.vocab_size
+        clips, problems = _load_clips(args, codec, splits, tokenizer)
+    elif args.tokens:
+        clips, problems = _load_token_clips(args, codec, splits)
+    else:
+        clips, problems = _load_clips(args, codec, splits)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if not any(clip.split == args.train_split for clip in clips):
         source = f"token manifest {args.tokens}" if args.tokens else f"manifest {args.manifest}"
         raise ValueError(f"{source} has no usable clips in the training split {args.train_split!r}")
-    centroids = add_mel_kmeans_features(clips, codec.config.semantic_vocab_size, args.train_split,
+    centroids = add_mel_kmeans_features(clips, vocab_size, args.train_split,
                                         seed=args.seed, max_frames=args.kmeans_frames)
     results = [result for task in tasks
                for result in probe_task(clips, task, args.train_split, eval_splits, seed=args.seed)]
     out_dir = Path(args.output)
     settings = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, type(None)))}
-    report = {"settings": settings, "codec": codec.config.name, "mel_kmeans_centroids": centroids,
+    token_rate = 100 // tokenizer.concat_factor if tokenizer else codec.config.token_rate
+    report = {"settings": settings, "codec": codec.config.name, "token_rate": token_rate,
+              "semantic_codebook": tokenizer.source if tokenizer else None, "mel_kmeans_centroids": centroids,
               "results": results, "problems": problems}
     write_text_atomic(out_dir / "probe.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     write_text_atomic(out_dir / "probe.md", markdown_table(results) if results else
@@ -425,5 +550,6 @@ def run_probe(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-__all__ = ["FEATURE_SETS", "TASKS", "accuracy_and_macro_f1", "add_probe_arguments", "kmeans", "pool", "run_probe",
-           "task_label", "token_features", "train_linear_probe", "train_mlp_probe"]
+__all__ = ["FEATURE_SETS", "TASKS", "SemanticTokenizer", "accuracy_and_macro_f1", "add_probe_arguments", "audiomae_features",
+           "kmeans", "load_semantic_tokenizer", "pool", "pool_by_position", "run_probe", "task_label", "token_features",
+           "train_linear_probe", "train_mlp_probe"]

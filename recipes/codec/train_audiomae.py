@@ -21,8 +21,8 @@ import os
 import lightning as L
 import torch
 
-from codec.semantic import AudioMAE
-from lm.probe import TASKS, pool, task_label, train_linear_probe
+from codec.semantic import AudioMAE, tokens_per_time_step
+from lm.probe import TASKS, pool_by_position, task_label, train_linear_probe
 from recipes.codec.common import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage, segment_fbank
 from recipes.data.datasets import ManifestDataset
 
@@ -86,12 +86,14 @@ class FeatureProbe(L.Callback):
 
     @torch.no_grad()
     def features(self, module: "AudioMAEModule", fbank: torch.Tensor, patches: list[int]) -> torch.Tensor:
-        """Pooled features [clips, 2E] (mean and std over the clip's own patches, padding left out)."""
+        """Pooled features [clips, 16E]: mean and std over the clip's own patches (padding left out) at
+        each of the 8 frequency positions, as ``semanticodec probe`` pools the continuous features."""
         was_training = module.audiomae.training
         module.audiomae.eval()
         parts = [module.audiomae(chunk.to(module.device)).float().cpu() for chunk in fbank.split(16)]
         module.audiomae.train(was_training)
-        return torch.stack([pool(rows[:count]) for rows, count in zip(torch.cat(parts), patches)])
+        positions = tokens_per_time_step(1)
+        return torch.stack([pool_by_position(rows[:count], positions) for rows, count in zip(torch.cat(parts), patches)])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: "AudioMAEModule") -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:

@@ -9,6 +9,9 @@ manifest labels (domain, sound class, instrument family, language) and scores th
 evaluation splits; its own outputs go to ``<out>/<label>/``. A codec listed under ``tokens``
 (label -> token manifest of ``recipes/tokenize/tokenize_corpus.py``, made from ``manifest`` by that
 codec) is probed from those tokens (``--tokens``) instead of encoding every clip again. A codec
+listed under ``semantic_codebooks`` (label -> a ``recipes/codec/train_kmeans.py`` run, any token
+rate) has the semantic tokens of that codebook over its AudioMAE probed (``--semantic-codebook``):
+semantic, continuous and mel-k-means rows only. A codec
 whose results exist with the same settings is skipped, so a killed run resumes. Then ``<out>/probe.md`` gathers one table: a
 row per (task, features), a column pair (linear / MLP accuracy on ``report_split``) per codec,
 and the majority-class accuracy. ``<out>/probe.json`` holds every number and the time per codec.
@@ -27,15 +30,16 @@ from lm.probe import FEATURE_SETS, TASKS, add_probe_arguments, run_probe
 from recipes.config import load_recipe_config
 from recipes.continuation.pipeline import log_to_wandb
 
-KNOWN_KEYS = {"manifest", "out", "codecs", "tokens", "tasks", "train_split", "eval_splits", "report_split", "limit",
+KNOWN_KEYS = {"manifest", "out", "codecs", "tokens", "semantic_codebooks", "tasks", "train_split", "eval_splits", "report_split", "limit",
               "kmeans_frames", "seed", "device", "logger", "wandb"}
 
 
-def probe_arguments(config: dict[str, Any], source: str, output: Path, tokens: str | None = None
-                    ) -> argparse.Namespace:
+def probe_arguments(config: dict[str, Any], source: str, output: Path, tokens: str | None = None,
+                    semantic_codebook: str | None = None) -> argparse.Namespace:
     """The ``semanticodec probe`` options for one codec, parsed by the probe's own parser.
 
-    With ``tokens`` (a token manifest made by that codec) the clips come from it, not from ``manifest``.
+    With ``tokens`` (a token manifest made by that codec) the clips come from it, not from ``manifest``;
+    with ``semantic_codebook`` (a k-means run) its semantic tokens are probed over the codec's AudioMAE.
     """
     parser = argparse.ArgumentParser()
     add_probe_arguments(parser)
@@ -47,14 +51,16 @@ def probe_arguments(config: dict[str, Any], source: str, output: Path, tokens: s
             "--kmeans-frames", str(config.get("kmeans_frames", 100_000)), "--seed", str(config.get("seed", 0))]
     if config.get("limit") is not None:
         argv += ["--limit", str(config["limit"])]
+    if semantic_codebook:
+        argv += ["--semantic-codebook", semantic_codebook]
     return parser.parse_args(argv)
 
 
-def probe_codec(config: dict[str, Any], label: str, source: str, out: Path, tokens: str | None = None
-                ) -> dict[str, Any]:
-    """Run (or reuse) the probe of one codec (from its token manifest ``tokens`` if given); returns its
-    ``probe.json`` report plus ``seconds``."""
-    args = probe_arguments(config, source, out / label, tokens)
+def probe_codec(config: dict[str, Any], label: str, source: str, out: Path, tokens: str | None = None,
+                semantic_codebook: str | None = None) -> dict[str, Any]:
+    """Run (or reuse) the probe of one codec (from its token manifest ``tokens`` if given, with the
+    k-means run ``semantic_codebook`` if given); returns its ``probe.json`` report plus ``seconds``."""
+    args = probe_arguments(config, source, out / label, tokens, semantic_codebook)
     report_path = out / label / "probe.json"
     settings = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, type(None)))}
     if report_path.is_file():
@@ -78,7 +84,8 @@ def combined_table(reports: dict[str, dict[str, Any]], split: str) -> str:
         for result in report["results"]:
             if result["split"] == split:
                 cells.setdefault((result["task"], result["features"]), {})[label] = result
-    columns = [f"{label} ({reports[label]['codec']}) linear / MLP" for label in labels]
+    columns = [f"{label} ({reports[label]['codec']}, {reports[label].get('token_rate', '?')} tokens/s) linear / MLP"
+               for label in labels]
     header = ["Task", "Features", *columns, "Majority"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = sorted(cells, key=lambda key: (TASKS.index(key[0]), FEATURE_SETS.index(key[1])))
@@ -103,18 +110,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not codecs or not config.get("manifest"):
         raise SystemExit(f"{args.config}: 'manifest' and at least one entry under 'codecs' are required")
     tokens = config.get("tokens") or {}
-    if not isinstance(tokens, dict):
-        raise SystemExit(f"{args.config}: 'tokens' must map codec labels to token manifests")
-    strays = sorted(str(label) for label, path in tokens.items() if path and label not in (config.get("codecs") or {}))
-    if strays:
-        raise SystemExit(f"{args.config}: 'tokens' names codec(s) {strays} that are not under 'codecs'")
+    codebooks = config.get("semantic_codebooks") or {}
+    for key, mapping, what in (("tokens", tokens, "token manifests"), ("semantic_codebooks", codebooks, "k-means runs")):
+        if not isinstance(mapping, dict):
+            raise SystemExit(f"{args.config}: '{key}' must map codec labels to {what}")
+        strays = sorted(str(label) for label, path in mapping.items() if path and label not in (config.get("codecs") or {}))
+        if strays:
+            raise SystemExit(f"{args.config}: '{key}' names codec(s) {strays} that are not under 'codecs'")
     out = Path(config.get("out", "runs/probe"))
     split = str(config.get("report_split", "test"))
     reports = {}
     for label, source in codecs.items():
-        manifest = tokens.get(label)
+        manifest, codebook = tokens.get(label), codebooks.get(label)
         try:
-            reports[label] = probe_codec(config, str(label), str(source), out, str(manifest) if manifest else None)
+            reports[label] = probe_codec(config, str(label), str(source), out, str(manifest) if manifest else None,
+                                         str(codebook) if codebook else None)
         except ValueError as error:  # a configuration problem (unknown codec, no training clips...)
             raise SystemExit(f"[probe {label}] {error}") from None
     table = combined_table(reports, split)

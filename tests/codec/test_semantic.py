@@ -151,3 +151,18 @@ def test_codebook_state_dict_round_trip_and_optional_centroids():
     kept = target.centroids.clone()
     target.load_state_dict({}, strict=True)  # official checkpoints carry no centroids
     assert torch.equal(target.centroids, kept)
+
+
+@pytest.mark.parametrize("concat_factor", [1, 2, 4])
+def test_tokens_per_time_step_gives_each_tokens_frequency_position(concat_factor):
+    from codec.semantic import concat_patches, tokens_per_time_step
+
+    # Patch 8t + f carries its frequency index f; token n must cover position n % P, whose first
+    # patch has frequency index (n % P) * min(K, 2).
+    frequency = torch.arange(512).remainder(8).float()
+    tokens = concat_patches(frequency.reshape(1, 512, 1), concat_factor)[0]
+    positions = tokens_per_time_step(concat_factor)
+    expected = torch.arange(tokens.shape[0]).remainder(positions) * min(concat_factor, 2)
+    assert torch.equal(tokens[:, 0], expected.float())
+    with pytest.raises(ValueError, match="concat_factor"):
+        tokens_per_time_step(3)

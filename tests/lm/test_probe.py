@@ -143,3 +143,73 @@ def test_run_probe_rejects_unknown_task(tmp_path):
     args = parser.parse_args(["--manifest", "m.jsonl", "-o", str(tmp_path), "--tasks", "domain,mood"])
     with pytest.raises(ValueError, match="mood"):
         probe.run_probe(args)
+
+
+def test_pool_by_position_keeps_each_frequency_position_apart():
+    # Two positions per time step: position 0 always 1.0, position 1 alternates 2.0 / 4.0.
+    frames = torch.tensor([[1.0], [2.0], [1.0], [4.0], [1.0]])
+    assert probe.pool_by_position(frames, 2).tolist() == [1.0, 0.0, 3.0, 1.0]
+    assert probe.pool_by_position(frames, 1).tolist() == probe.pool(frames).tolist()
+    # Fewer tokens than positions: they repeat, so every position is filled.
+    assert probe.pool_by_position(torch.tensor([[1.0], [2.0]]), 4).tolist() == [1, 0, 2, 0, 1, 0, 2, 0]
+    with pytest.raises(ValueError, match="positions"):
+        probe.pool_by_position(frames, 0)
+    with pytest.raises(ValueError, match="token embeddings"):
+        probe.pool_by_position(torch.zeros(0, 2), 2)
+
+
+def _tiny_codec_and_kmeans(tmp_path, kmeans_config: str, vocab: int = 8):
+    """A saved tiny-100 codec and a k-means weights file written as train_kmeans.py writes it."""
+    from safetensors.torch import save_file
+
+    from codec.config import get_config
+    from codec.model import SemantiCodec
+
+    torch.manual_seed(0)
+    folder = SemantiCodec(get_config("tiny-100")).save_pretrained(tmp_path / "codec")
+    width = get_config(kmeans_config).feature_dim
+    run = tmp_path / f"kmeans-{kmeans_config}"
+    run.mkdir()
+    save_file({"encoder.semantic_codebook.centroids": torch.randn(vocab, width)}, str(run / "weights.safetensors"),
+              metadata={"codec_config": kmeans_config, "stage": "kmeans"})
+    return folder, run
+
+
+def test_codec_features_continuous_rows_are_what_the_semantic_tokens_quantise(tmp_path):
+    from codec.model import SemantiCodec
+    from codec.semantic import tokens_per_time_step
+
+    folder, _ = _tiny_codec_and_kmeans(tmp_path, "tiny-100")
+    codec = SemantiCodec.from_pretrained(folder)
+    wave = 0.2 * torch.randn(24000, generator=torch.Generator().manual_seed(1))
+    continuous = probe.audiomae_features(codec.encoder.audiomae, wave, 1)
+    tokens, lengths = codec.encode_waveforms([wave])
+    assert continuous.shape[0] == int(lengths[0])
+    assert torch.equal(codec.encoder.semantic_codebook.nearest(continuous[None])[0], tokens[0, : int(lengths[0]), 0])
+    features = probe.codec_features(codec, wave)
+    assert torch.allclose(features["continuous"], probe.pool_by_position(continuous, tokens_per_time_step(1)))
+
+
+def test_run_probe_with_a_semantic_codebook_of_another_rate(tmp_path):
+    folder, kmeans_run = _tiny_codec_and_kmeans(tmp_path, "tiny-50")
+    _write_manifest(tmp_path, np.random.default_rng(0))
+    parser = argparse.ArgumentParser()
+    probe.add_probe_arguments(parser)
+    common = ["--manifest", str(tmp_path / "manifest.jsonl"), "--model", str(folder), "--tasks", "domain"]
+    args = parser.parse_args([*common, "-o", str(tmp_path / "out"), "--semantic-codebook", str(kmeans_run)])
+    probe.run_probe(args)
+    report = json.loads((tmp_path / "out" / "probe.json").read_text())
+    assert report["token_rate"] == 50 and report["semantic_codebook"].endswith("weights.safetensors")
+    assert {r["features"] for r in report["results"]} == {"semantic", "continuous", "mel-kmeans"}
+    assert report["mel_kmeans_centroids"] == 8  # the codebook's vocabulary, not the codec's
+
+    from safetensors.torch import save_file
+
+    (tmp_path / "other").mkdir()
+    _, wide = _tiny_codec_and_kmeans(tmp_path / "other", "small-50")
+    save_file({"decoder.x": torch.zeros(1)}, str(tmp_path / "vae.safetensors"), metadata={"codec_config": "tiny-100"})
+    for source, message in ((wide, "do not fit"), (tmp_path / "missing", "cannot read"),
+                            (tmp_path / "vae.safetensors", "not a k-means codebook")):
+        args = parser.parse_args([*common, "-o", str(tmp_path / "bad"), "--semantic-codebook", str(source)])
+        with pytest.raises(ValueError, match=message):
+            probe.run_probe(args)

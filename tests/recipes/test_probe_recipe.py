@@ -49,9 +49,9 @@ def test_one_table_for_every_codec_and_a_rerun_reuses_the_results(world, monkeyp
     assert set(combined["reports"]) == {"t100", "t25"}
     assert combined["reports"]["t25"]["codec"] == "tiny-25"
     table = (world / "probe" / "probe.md").read_text()
-    assert "t100 (tiny-100) linear / MLP" in table and "t25 (tiny-25) linear / MLP" in table
+    assert "t100 (tiny-100, 100 tokens/s) linear / MLP" in table and "t25 (tiny-25, 25 tokens/s) linear / MLP" in table
     for task in ("domain", "class"):
-        for features in ("semantic", "acoustic", "both", "mel-kmeans"):
+        for features in ("semantic", "acoustic", "both", "continuous", "mel-kmeans"):
             assert any(line.startswith(f"| {task} (") and f"| {features} |" in line for line in table.splitlines())
     result = combined["reports"]["t100"]["results"][0]
     assert 0.0 <= result["linear_accuracy"] <= 1.0 and result["split"] == "valid"
@@ -64,6 +64,24 @@ def test_one_table_for_every_codec_and_a_rerun_reuses_the_results(world, monkeyp
     assert json.dumps(again["reports"], sort_keys=True) == json.dumps(combined["reports"], sort_keys=True)
     with pytest.raises(SystemExit, match="at least one entry under 'codecs'"):
         probe_recipe.main([*argv, "codecs={}"])
+
+
+def test_a_semantic_codebook_probes_another_rate_over_a_codecs_audiomae(world, tmp_path):
+    from safetensors.torch import save_file
+
+    kmeans_run = tmp_path / "kmeans-50"
+    kmeans_run.mkdir()
+    save_file({"encoder.semantic_codebook.centroids": torch.randn(64, get_config("tiny-50").feature_dim)},
+              str(kmeans_run / "weights.safetensors"), metadata={"codec_config": "tiny-50", "stage": "kmeans"})
+    argv = ["--config", str(TINY), f"manifest={world / 'world' / 'manifest.jsonl'}", f"out={tmp_path / 'probe'}",
+            f"codecs={{t100: {world / 'codec-100'}, t50: {world / 'codec-100'}}}", f"semantic_codebooks.t50={kmeans_run}",
+            "logger=none", "report_split=valid", "eval_splits=[valid]", "kmeans_frames=1000", "tasks=[domain]"]
+    combined = probe_recipe.main(argv)
+    assert combined["reports"]["t50"]["token_rate"] == 50
+    assert {r["features"] for r in combined["reports"]["t50"]["results"]} == {"semantic", "continuous", "mel-kmeans"}
+    assert "t50 (tiny-100, 50 tokens/s)" in (tmp_path / "probe" / "probe.md").read_text()
+    with pytest.raises(SystemExit, match="'semantic_codebooks' names codec"):
+        probe_recipe.main([*argv, f"semantic_codebooks.t25={kmeans_run}"])
 
 
 @pytest.fixture(scope="module")
