@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import soundfile as sf
@@ -385,19 +388,45 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the same clean-up as Ctrl-C runs."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``semanticodec`` console script; returns the exit status."""
+    """Entry point of the ``semanticodec`` console script; returns the exit status (130 after Ctrl-C,
+    143 after SIGTERM: outputs are written atomically, so nothing half-written stays behind)."""
     args = build_parser().parse_args(argv)
     try:
-        if args.threads is not None:
-            from codec.arguments import check_int
+        with terminate_as_interrupt():
+            if args.threads is not None:
+                from codec.arguments import check_int
 
-            torch.set_num_threads(check_int("threads", args.threads, 1))
-        return COMMANDS[args.command](args)
+                torch.set_num_threads(check_int("threads", args.threads, 1))
+            return COMMANDS[args.command](args)
     except (ValueError, OSError, KeyError, ImportError) as error:  # configuration problems: one line
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outputs are written atomically: nothing half-written stays behind
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 

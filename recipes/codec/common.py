@@ -223,18 +223,20 @@ def write_weights(path: Path, weights: dict[str, torch.Tensor], codec: CodecConf
     return path
 
 
-# Config sections a stage neither trains nor reads: its weights stay valid when only these differ.
-SECTIONS_UNUSED_BY_STAGE = {"audiomae": ("unet",), "kmeans": ("unet",), "vae": ("unet",), "vocoder": ("unet",)}
+# The config entries a stage's weights depend on (None: all but the name). The AudioMAE, VAE and
+# vocoder do not depend on the token rate, so one run serves the codecs of every rate.
+CONFIG_KEYS_OF_STAGE = {"audiomae": ("audiomae",), "kmeans": ("audiomae", "token_rate", "semantic_vocab_size"),
+                        "vae": ("vae",), "vocoder": ("vocoder",), "ldm": None}
 
 
-def _stage_view(config: dict, stage: str) -> str:
-    view = {key: value for key, value in config.items() if key not in SECTIONS_UNUSED_BY_STAGE.get(stage, ())}
-    return json.dumps(view, sort_keys=True)
+def _stage_keys(config: dict, stage: str) -> list[str]:
+    keys = CONFIG_KEYS_OF_STAGE.get(stage)
+    return sorted(key for key in config if key != "name") if keys is None else list(keys)
 
 
 def read_weights(path: str | os.PathLike, codec: CodecConfig, stage: str) -> dict[str, torch.Tensor]:
-    """A stage's weights file (or its run folder), checked to come from ``stage`` of this codec config
-    (sections the stage does not use, see ``SECTIONS_UNUSED_BY_STAGE``, may differ)."""
+    """A stage's weights file (or its run folder), checked to come from ``stage`` of a codec config that
+    agrees with ``codec`` on what the stage depends on (``CONFIG_KEYS_OF_STAGE``)."""
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_FILE
@@ -244,11 +246,10 @@ def read_weights(path: str | os.PathLike, codec: CodecConfig, stage: str) -> dic
         meta = handle.metadata() or {}
     if meta.get(STAGE_KEY) != stage:
         raise SystemExit(f"{path}: holds {meta.get(STAGE_KEY)!r} weights, expected {stage!r}")
-    trained_for = json.loads(meta.get("config", "{}"))
-    if _stage_view(trained_for, stage) != _stage_view(codec.to_dict(), stage):
-        wanted = codec.to_dict()
-        differing = sorted(key for key in set(wanted) | set(trained_for)
-                           if key not in SECTIONS_UNUSED_BY_STAGE.get(stage, ()) and wanted.get(key) != trained_for.get(key))
+    trained_for, wanted = json.loads(meta.get("config", "{}")), codec.to_dict()
+    differing = [key for key in _stage_keys(wanted, stage)  # compared as JSON: tuples come back as lists
+                 if json.dumps(wanted.get(key), sort_keys=True) != json.dumps(trained_for.get(key), sort_keys=True)]
+    if differing:
         raise SystemExit(f"{path}: trained for codec config {meta.get(CONFIG_NAME_KEY)!r}, which differs from "
                          f"{codec.name!r} in {', '.join(differing)}")
     return load_file(str(path))

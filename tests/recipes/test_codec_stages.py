@@ -246,7 +246,7 @@ def test_bad_inputs_get_clear_errors(corpus, tmp_path):
         segment_fbank(torch.zeros(2, SEGMENT_SAMPLES - 1))
 
 
-def test_stage_weights_fit_configs_that_differ_only_in_parts_the_stage_does_not_use(tmp_path):
+def test_stage_weights_fit_configs_that_agree_on_what_the_stage_depends_on(tmp_path):
     import dataclasses
 
     from codec.config import get_config
@@ -263,3 +263,8 @@ def test_stage_weights_fit_configs_that_differ_only_in_parts_the_stage_does_not_
     ldm = write_weights(tmp_path / "ldm.safetensors", weights, config, "ldm")
     with pytest.raises(SystemExit, match="differs"):
         read_weights(ldm, other_unet, "ldm")
+    # The AudioMAE serves every token rate; a k-means codebook only its own.
+    assert read_weights(path, get_config("tiny-25"), "audiomae").keys() == weights.keys()
+    kmeans = write_weights(tmp_path / "kmeans.safetensors", weights, config, "kmeans")
+    with pytest.raises(SystemExit, match="differs from 'tiny-25' in token_rate"):
+        read_weights(kmeans, get_config("tiny-25"), "kmeans")

@@ -149,3 +149,27 @@ def test_an_offline_official_download_says_how_to_work_offline(tmp_path, monkeyp
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(CheckpointError, match="--checkpoint-path"):
         download_official(100, 16384, cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("signal_name, status, message", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_mid_decode_stops_in_one_line_and_leaves_nothing(model_dir, tmp_path, signal_name, status, message):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    codec = SemantiCodec.from_pretrained(model_dir)
+    tokens = tmp_path / "tokens"
+    save_tokens(tokens / "long.tokens.safetensors", torch.randint(0, 32, (1, 40 * 512, 2)), None, codec.config)
+    out = tmp_path / "wav"
+    process = subprocess.Popen([sys.executable, "-m", "semanticodec_lm.cli", "decode", str(tokens), "-o", str(out),
+                                "--model", str(model_dir), "--steps", "1", "--seed", "0", "--threads", "1"],
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.iterdir())) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)  # wait until the wav is being written
+    assert process.poll() is None, "the decode ended before it could be interrupted"
+    process.send_signal(getattr(signal, signal_name))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == status and message in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
