@@ -3,8 +3,8 @@
     python demos/app.py                                  # the shipped codec and LM, http://127.0.0.1:7860
     python demos/app.py --model runs/text-to-audio-tiny/model --port 7861
 
-Tabs: *Codec* (upload or record -> tokens -> reconstruction, with the token rate, bitrate and token
-count, spectrograms of the original and the reconstruction, and the token file and wav to
+Tabs: *Codec* (upload or record -> tokens -> reconstruction, which starts playing while later
+decoder windows are still decoding; with the token rate, bitrate and token count, spectrograms of the original and the reconstruction, and the token file and wav to
 download), *Text to audio* and *Continue a clip*. Limits come from the models: the seconds slider
 stops at what the LM holds, and an upload's size and duration are checked (from its header) before
 any encoding. Requests wait in a queue (``--concurrency`` at a time) that shows each user's
@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -103,6 +104,13 @@ class Demo:
 
     def round_trip(self, path: str | None, steps: float, sampler: str, seed: float):
         """Codec tab: clip -> (reconstruction (rate, int16), stats Markdown, spectrogram PNG, token file, wav)."""
+        *_, last = self.stream_round_trip(path, steps, sampler, seed)
+        return last[1:]
+
+    def stream_round_trip(self, path: str | None, steps: float, sampler: str, seed: float) -> Iterator[tuple]:
+        """Codec tab, streamed: yields ``(chunk, ...)`` as each decoder window is done, so the page plays
+        the start while the rest decodes; the last item is ``(None, reconstruction (rate, int16), stats
+        Markdown, spectrogram PNG, token file, wav)``, the earlier ones ``((rate, int16 chunk), skip ...)``."""
         path, seconds = checked_upload(path, self.max_upload_seconds)
         name = Path(path).name
         try:
@@ -111,9 +119,15 @@ class Demo:
             raise gr.Error(str(error).replace(path, name)) from None
         try:
             tokens, lengths = self.codec.encode(wave[None], SAMPLE_RATE)
-            audio = self.codec.decode(tokens, lengths, steps=int(steps), sampler=sampler, seed=int(seed))[0, 0]
+            windows = self.codec.iter_decode(tokens, lengths, steps=int(steps), sampler=sampler, seed=int(seed),
+                                             batch_size=1)
+            chunks = []
+            for _, chunk, _ in windows:
+                chunks.append(chunk[0])
+                yield ((SAMPLE_RATE, _int16(chunk[0])), *[gr.skip()] * 5)
         except ValueError as error:
             raise gr.Error(str(error)) from None
+        audio = torch.cat(chunks)
         folder = self._new_folder()
         stem = Path(name).stem or "clip"
         token_file = folder / f"{stem}.tokens.safetensors"
@@ -124,7 +138,7 @@ class Demo:
         stats = (f"**{config.name}**: {config.token_rate} tokens/s, {config.bitrate / 1000:.2f} kbit/s; "
                  f"{int(lengths[0])} (semantic, acoustic) pairs for {seconds:.2f} s of audio")
         figure = spectrogram_figure(wave, audio[: wave.numel()], folder / f"{stem}.spectrograms.png")
-        return (SAMPLE_RATE, _int16(audio)), stats, str(figure), str(token_file), str(wav)
+        yield None, (SAMPLE_RATE, _int16(audio)), stats, str(figure), str(token_file), str(wav)
 
     def generate(self, text: str, prompt: str | None, seconds: float, seed: float, temperature: float,
                  top_k: float, top_p: float, cfg_scale: float):
@@ -176,12 +190,15 @@ def build_app(demo: Demo, concurrency: int = 2) -> gr.Blocks:
                     seed = gr.Number(value=0, precision=0, label="Seed")
                     button = gr.Button("Encode and decode", variant="primary", elem_id="codec-run")
                 with gr.Column():
+                    streamed = gr.Audio(label="Reconstruction, playing as it decodes", streaming=True, autoplay=True,
+                                        elem_id="codec-stream")
                     reconstruction = gr.Audio(label="Reconstruction", type="numpy", elem_id="codec-output")
                     stats = gr.Markdown(elem_id="codec-stats")
                     figure = gr.Image(label="Log-mel spectrograms", type="filepath")
                     token_file = gr.File(label="Token file")
                     wav = gr.File(label="Reconstruction (wav)")
-            button.click(demo.round_trip, [clip, steps, sampler, seed], [reconstruction, stats, figure, token_file, wav])
+            button.click(demo.stream_round_trip, [clip, steps, sampler, seed],
+                         [streamed, reconstruction, stats, figure, token_file, wav])
         for tab, with_prompt in (("Text to audio", False), ("Continue a clip", True)):
             with gr.Tab(tab):
                 with gr.Row():

@@ -106,3 +106,17 @@ def test_bad_uploads_are_refused_before_encoding_naming_the_users_file(demo, tmp
     too_long = demo.max_seconds
     with pytest.raises(gr.Error, match="p.wav: 1.00 s of prompt .* this LM holds"):
         demo.generate("", _clip(tmp_path / "p.wav", 1.0), too_long, 0, 1.0, 0, 1.0, 1.0)
+
+
+def test_the_streamed_round_trip_plays_window_by_window_and_ends_with_the_whole_reconstruction(app_module, generator,
+                                                                                              tmp_path):
+    import gradio as gr
+
+    demo = app_module.Demo(generator, tmp_path / "outputs", decode_steps=1, max_upload_seconds=15.0)
+    # 12 s: two decoder windows, so the page gets audio before the second one is decoded.
+    items = list(demo.stream_round_trip(_clip(tmp_path / "long.wav", 12.0), 1, "dpmpp2m", 0))
+    chunks, last = items[:-1], items[-1]
+    assert len(chunks) == 2 and all(isinstance(value, type(gr.skip())) for item in chunks for value in item[1:])
+    streamed = np.concatenate([item[0][1] for item in chunks])
+    assert last[0] is None and np.array_equal(streamed, last[1][1])
+    assert np.array_equal(streamed, demo.round_trip(_clip(tmp_path / "long.wav", 12.0), 1, "dpmpp2m", 0)[0][1])

@@ -95,7 +95,7 @@ def _download_link(page, suffix: str):
     return link
 
 
-def test_codec_tab_round_trip(page, server):
+def test_codec_tab_round_trip(page, server, tmp_path):
     page.locator("input[type=file]").first.set_input_files(str(CLIP))
     page.wait_for_timeout(1000)
     page.click("#codec-run")
@@ -106,6 +106,12 @@ def test_codec_tab_round_trip(page, server):
     assert page.locator("a[href$='.tokens.safetensors']").count() >= 1
     assert page.locator("img[src*='spectrograms']").count() == 1
     assert f"file={server[1]}" in wav.get_attribute("href")  # served from the demo's own folder
+    # The streamed player got the whole clip too.
+    streamed = page.wait_for_function("() => { const a = document.querySelector('#codec-stream audio');"
+                                      " return a && isFinite(a.duration) && a.duration > 0 ? a.duration : null; }",
+                                      timeout=60_000).json_value()
+    assert abs(streamed - sf.info(str(CLIP)).duration) < 0.3, streamed
+    page.screenshot(path=str(tmp_path / "codec-tab.png"), full_page=True)  # looked at by hand, kept by pytest
 
 
 @pytest.mark.parametrize("content, message", [(b"not audio at all", "notes.wav: not an audio file"),
