@@ -40,7 +40,7 @@ class ManifestRow:
     caption: str | None
     split: str
     where: str  # "manifest.jsonl:12", for error messages
-    # The row as written (labels, audio, ...), for readers other than the LM such as lm/probe.py.
+    # The row as written (labels, audio, ...), for readers other than the LM such as semanticodec_lm/probe.py.
     record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 

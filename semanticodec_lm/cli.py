@@ -89,7 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     from codec.evaluate import add_eval_arguments
     from lm.api import add_generate_arguments
-    from lm.probe import add_probe_arguments
 
     add_eval_arguments(commands.add_parser("eval", help="reconstruct a manifest's clips and score them"))
     add_probe_arguments(commands.add_parser("probe", help="linear/MLP probes on pooled token embeddings"))
@@ -365,10 +364,43 @@ def run_eval(args) -> int:
     return evaluate(args)
 
 
-def run_probe(args) -> int:
-    from lm.probe import run_probe as probe
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``semanticodec probe`` options (:class:`semanticodec_lm.probe.ProbeSettings`)."""
+    from semanticodec_lm.probe import TASKS
 
-    return probe(args)
+    clips = parser.add_mutually_exclusive_group(required=True)
+    clips.add_argument("--manifest", help="JSON Lines manifest with split and label fields (clips are encoded)")
+    clips.add_argument("--tokens", metavar="TOKEN_MANIFEST",
+                       help="token manifest of recipes/tokenize (tokens read, not encoded; made by --model)")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--model", default="default",
+                        help="shipped name, save_pretrained folder or official-<rate>-<vocab> (default: %(default)s)")
+    parser.add_argument("--checkpoint-path", default=None, help="official checkpoint folder (official models only)")
+    parser.add_argument("--semantic-codebook", default=None, metavar="KMEANS_RUN",
+                        help="probe the semantic tokens of this k-means codebook (a recipes/codec/train_kmeans.py "
+                             "run folder or weights file, any token rate) over the model's AudioMAE")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: %(default)s)")
+    parser.add_argument("--train-split", default="train", help="split the probes are fitted on (default: %(default)s)")
+    parser.add_argument("--eval-splits", default="valid,test", help="splits scored (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N clips of each split")
+    parser.add_argument("--kmeans-frames", type=int, default=100_000,
+                        help="training mel frames sampled for the baseline k-means (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of k-means and probes (default: %(default)s)")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def run_probe(args) -> int:
+    from semanticodec_lm.probe import ProbeSettings, run_probe as probe
+
+    return probe(ProbeSettings(
+        output=args.output, manifest=args.manifest, tokens=args.tokens, model=args.model,
+        checkpoint_path=args.checkpoint_path, semantic_codebook=args.semantic_codebook, device=args.device,
+        tasks=_names(args.tasks), train_split=args.train_split, eval_splits=_names(args.eval_splits),
+        limit=args.limit, kmeans_frames=args.kmeans_frames, seed=args.seed))
 
 
 def run_generate(args) -> int:

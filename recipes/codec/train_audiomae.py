@@ -22,7 +22,7 @@ import lightning as L
 import torch
 
 from codec.semantic import AudioMAE, tokens_per_time_step
-from lm.probe import TASKS, pool_by_position, task_label, train_linear_probe
+from semanticodec_lm.probe import TASKS, pool_by_position, task_label, train_linear_probe
 from recipes.codec.common import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage, segment_fbank
 from recipes.data.datasets import ManifestDataset
 

@@ -31,7 +31,7 @@ import torch
 
 from codec.frontend import log_mel_64
 from codec.metrics import pitch_hz
-from lm.probe import pool, train_linear_probe
+from semanticodec_lm.probe import pool, train_linear_probe
 
 SAMPLE_RATE = 16000
 PROPERTIES = ("pitch", "tempo", "colour", "class")

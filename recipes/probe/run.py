@@ -3,7 +3,7 @@
     python -m recipes.probe.run --config recipes/probe/configs/tiny.yaml
 
 For each codec in ``codecs`` (label -> shipped name, ``save_pretrained`` folder or
-``official-<rate>-<vocab>``), ``lm/probe.py`` (``semanticodec probe``) fits linear and MLP probes
+``official-<rate>-<vocab>``), ``semanticodec_lm/probe.py`` (``semanticodec probe``) fits linear and MLP probes
 on pooled semantic, acoustic, semantic+acoustic and mel-k-means features for each task the
 manifest labels (domain, sound class, instrument family, language) and scores them on the
 evaluation splits; its own outputs go to ``<out>/<label>/``. A codec listed under ``tokens``
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from codec.files import write_text_atomic
-from lm.probe import FEATURE_SETS, TASKS, add_probe_arguments, run_probe
+from semanticodec_lm.probe import FEATURE_SETS, TASKS, ProbeSettings, run_probe, settings_record
 from recipes.config import load_recipe_config
 from recipes.continuation.pipeline import log_to_wandb
 
@@ -34,42 +34,40 @@ KNOWN_KEYS = {"manifest", "out", "codecs", "tokens", "semantic_codebooks", "task
               "kmeans_frames", "seed", "device", "logger", "wandb"}
 
 
-def probe_arguments(config: dict[str, Any], source: str, output: Path, tokens: str | None = None,
-                    semantic_codebook: str | None = None) -> argparse.Namespace:
-    """The ``semanticodec probe`` options for one codec, parsed by the probe's own parser.
+def probe_settings(config: dict[str, Any], source: str, output: Path, tokens: str | None = None,
+                   semantic_codebook: str | None = None) -> ProbeSettings:
+    """The probe of one codec as the recipe configures it.
 
     With ``tokens`` (a token manifest made by that codec) the clips come from it, not from ``manifest``;
     with ``semantic_codebook`` (a k-means run) its semantic tokens are probed over the codec's AudioMAE.
     """
-    parser = argparse.ArgumentParser()
-    add_probe_arguments(parser)
-    clips = ["--tokens", tokens] if tokens else ["--manifest", str(config["manifest"])]
-    argv = [*clips, "-o", str(output), "--model", source,
-            "--device", str(config.get("device", "cpu")), "--tasks", ",".join(config.get("tasks") or TASKS),
-            "--train-split", str(config.get("train_split", "train")),
-            "--eval-splits", ",".join(config.get("eval_splits") or ["valid", "test"]),
-            "--kmeans-frames", str(config.get("kmeans_frames", 100_000)), "--seed", str(config.get("seed", 0))]
-    if config.get("limit") is not None:
-        argv += ["--limit", str(config["limit"])]
-    if semantic_codebook:
-        argv += ["--semantic-codebook", semantic_codebook]
-    return parser.parse_args(argv)
+    settings = ProbeSettings(
+        output=str(output), manifest=None if tokens else str(config["manifest"]), tokens=tokens, model=source,
+        semantic_codebook=semantic_codebook, device=str(config.get("device", "cpu")),
+        tasks=tuple(config.get("tasks") or TASKS), train_split=str(config.get("train_split", "train")),
+        eval_splits=tuple(config.get("eval_splits") or ("valid", "test")),
+        limit=None if config.get("limit") is None else int(config["limit"]),
+        kmeans_frames=int(config.get("kmeans_frames", 100_000)), seed=int(config.get("seed", 0)))
+    try:
+        settings.check()
+    except ValueError as error:
+        raise SystemExit(f"[probe {output.name}] {error}") from None
+    return settings
 
 
 def probe_codec(config: dict[str, Any], label: str, source: str, out: Path, tokens: str | None = None,
                 semantic_codebook: str | None = None) -> dict[str, Any]:
     """Run (or reuse) the probe of one codec (from its token manifest ``tokens`` if given, with the
     k-means run ``semantic_codebook`` if given); returns its ``probe.json`` report plus ``seconds``."""
-    args = probe_arguments(config, source, out / label, tokens, semantic_codebook)
+    settings = probe_settings(config, source, out / label, tokens, semantic_codebook)
     report_path = out / label / "probe.json"
-    settings = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, type(None)))}
     if report_path.is_file():
         report = json.loads(report_path.read_text(encoding="utf-8"))
-        if report.get("settings") == settings and "seconds" in report:
+        if report.get("settings") == settings_record(settings) and "seconds" in report:
             print(f"[probe {label}] done before; reusing {report_path}", flush=True)
             return report
     started = time.monotonic()
-    run_probe(args)
+    run_probe(settings)
     report = json.loads(report_path.read_text(encoding="utf-8"))
     report["seconds"] = round(time.monotonic() - started, 1)
     write_text_atomic(report_path, json.dumps(report, indent=2, allow_nan=False) + "\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -16,7 +15,7 @@ from recipes.data.build import build_corpus
 from recipes.data.clips import ClipSettings
 from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
-from lm import probe
+from semanticodec_lm import probe
 from recipes.probe import run as probe_recipe
 from recipes.tokenize.tokenize_corpus import main as tokenize
 
@@ -122,11 +121,9 @@ def test_probing_from_tokens_gives_the_features_and_results_of_encoding(world, t
         probe_recipe.main(["--config", str(TINY), f"tokens={{tokenz: {token_manifest}}}"])
 
 
-def _probe_args(tokens: Path, model: str, out: Path) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    probe.add_probe_arguments(parser)
-    return parser.parse_args(["--tokens", str(tokens), "--model", model, "-o", str(out), "--tasks", "domain,class",
-                              "--eval-splits", "valid", "--kmeans-frames", "1000"])
+def _probe_args(tokens: Path, model: str, out: Path) -> probe.ProbeSettings:
+    return probe.ProbeSettings(output=str(out), tokens=str(tokens), model=model, tasks=("domain", "class"),
+                               eval_splits=("valid",), kmeans_frames=1000)
 
 
 def test_tokens_of_another_codec_are_refused_and_bad_clips_skipped(world, token_manifest, tmp_path):

@@ -89,3 +89,11 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "semanticodec"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "encode" in result.stdout and "reconstruct" in result.stdout
+
+
+def test_probe_command_refuses_bad_options_in_one_line(tmp_path, capsys):
+    status = main(["probe", "--manifest", str(tmp_path / "m.jsonl"), "-o", str(tmp_path / "out"), "--tasks", "domain,mood"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--tasks: unknown task(s) ['mood']" in err and "Traceback" not in err
+    assert main(["probe", "--manifest", "m.jsonl", "-o", str(tmp_path / "out"), "--limit", "0"]) == 2
+    assert "--limit must be a positive number" in capsys.readouterr().err

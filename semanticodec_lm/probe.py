@@ -1,5 +1,8 @@
 """Semantic probing: how much do a codec's tokens say about a clip's domain, class, instrument, language?
 
+From Python: ``run_probe(ProbeSettings(output="probe/", manifest="data/corpus/manifest.jsonl"))``;
+from the command line:
+
     semanticodec probe --manifest data/corpus/manifest.jsonl --model runs/small-50 -o probe/ --seed 0
     semanticodec probe --tokens data/tokens/default/manifest.jsonl --model default -o probe/ --seed 0
 
@@ -37,12 +40,11 @@ and ``test``: accuracy and macro-F1, next to the majority-class accuracy. Output
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -381,27 +383,45 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``semanticodec probe`` options to ``parser``."""
-    clips = parser.add_mutually_exclusive_group(required=True)
-    clips.add_argument("--manifest", help="JSON Lines manifest with split and label fields (clips are encoded)")
-    clips.add_argument("--tokens", metavar="TOKEN_MANIFEST",
-                       help="token manifest of recipes/tokenize (tokens read, not encoded; made by --model)")
-    parser.add_argument("-o", "--output", required=True, help="output folder")
-    parser.add_argument("--model", default="default",
-                        help="shipped name, save_pretrained folder or official-<rate>-<vocab> (default: %(default)s)")
-    parser.add_argument("--checkpoint-path", default=None, help="official checkpoint folder (official models only)")
-    parser.add_argument("--semantic-codebook", default=None, metavar="KMEANS_RUN",
-                        help="probe the semantic tokens of this k-means codebook (a recipes/codec/train_kmeans.py "
-                             "run folder or weights file, any token rate) over the model's AudioMAE")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: %(default)s)")
-    parser.add_argument("--train-split", default="train", help="split the probes are fitted on (default: %(default)s)")
-    parser.add_argument("--eval-splits", default="valid,test", help="splits scored (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N clips of each split")
-    parser.add_argument("--kmeans-frames", type=int, default=100_000,
-                        help="training mel frames sampled for the baseline k-means (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of k-means and probes (default: %(default)s)")
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What ``semanticodec probe`` does: clips from ``manifest`` (encoded) or ``tokens`` (a token
+    manifest of ``recipes/tokenize``, made by ``model``), results written to ``output``.
+
+    ``tasks`` and ``eval_splits`` are tuples of names; ``limit`` keeps the first N clips of each
+    split; ``kmeans_frames`` caps the training mel frames of the baseline k-means;
+    ``semantic_codebook`` probes the tokens of that k-means run over the model's AudioMAE.
+    """
+
+    output: str
+    manifest: str | None = None
+    tokens: str | None = None
+    model: str = "default"
+    checkpoint_path: str | None = None
+    semantic_codebook: str | None = None
+    device: str = "cpu"
+    tasks: tuple[str, ...] = TASKS
+    train_split: str = "train"
+    eval_splits: tuple[str, ...] = ("valid", "test")
+    limit: int | None = None
+    kmeans_frames: int = 100_000
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise ValueError naming the setting that is wrong."""
+        if (self.manifest is None) == (self.tokens is None):
+            raise ValueError("give exactly one of --manifest (clips to encode) and --tokens (a token manifest)")
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown or not self.tasks:
+            raise ValueError(f"--tasks: unknown task(s) {unknown or list(self.tasks)}; choose from {','.join(TASKS)}")
+        if not self.eval_splits:
+            raise ValueError("--eval-splits: name at least one split to score")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"--limit must be a positive number of clips, got {self.limit}")
+        if self.kmeans_frames <= 0:
+            raise ValueError(f"--kmeans-frames must be a positive number of frames, got {self.kmeans_frames}")
+        if self.semantic_codebook and self.tokens:
+            raise ValueError("--semantic-codebook needs --manifest: token files hold the model's own semantic tokens")
 
 
 def _audio(path: Path) -> torch.Tensor:
@@ -422,13 +442,13 @@ def _mel_frames(wave: torch.Tensor) -> torch.Tensor:
     return log_mel_64(wave).T.contiguous()
 
 
-def _load_clips(args: argparse.Namespace, codec, splits: list[str],
+def _load_clips(settings: ProbeSettings, codec, splits: list[str],
                 tokenizer: SemanticTokenizer | None = None) -> tuple[list[ProbeClip], list[str]]:
     from codec.evaluate import read_manifest_clips
 
     clips, problems = [], []
     for split in splits:
-        rows, bad_rows = read_manifest_clips(args.manifest, split, args.limit)
+        rows, bad_rows = read_manifest_clips(settings.manifest, split, settings.limit)
         problems += bad_rows if split == splits[0] else []
         for clip in tqdm(rows, desc=f"features {split}", unit="clip"):
             try:
@@ -461,11 +481,11 @@ def _token_file(path: Path, codec, manifest: Path) -> TokenFile | str:
     return tokens
 
 
-def _load_token_clips(args: argparse.Namespace, codec, splits: list[str]) -> tuple[list[ProbeClip], list[str]]:
+def _load_token_clips(settings: ProbeSettings, codec, splits: list[str]) -> tuple[list[ProbeClip], list[str]]:
     from codec.semantic import tokens_per_time_step
     from lm.data import read_manifest
 
-    manifest = Path(args.tokens)
+    manifest = Path(settings.tokens)
     try:
         rows = read_manifest(manifest)
     except FileNotFoundError as error:
@@ -473,7 +493,7 @@ def _load_token_clips(args: argparse.Namespace, codec, splits: list[str]) -> tup
     clips, problems = [], []
     shard: dict[Path, TokenFile | str] = {}  # the last token file read: rows come shard by shard, in manifest order
     for split in splits:
-        chosen = [row for row in rows if row.split == split][: args.limit]
+        chosen = [row for row in rows if row.split == split][: settings.limit]
         for row in tqdm(chosen, desc=f"features {split} (tokens)", unit="clip"):
             if row.tokens not in shard:
                 shard = {row.tokens: _token_file(row.tokens, codec, manifest)}
@@ -498,8 +518,9 @@ def _load_token_clips(args: argparse.Namespace, codec, splits: list[str]) -> tup
     return clips, problems
 
 
-def run_probe(args: argparse.Namespace) -> int:
-    """Run ``semanticodec probe`` (options from :func:`add_probe_arguments`); 0, or 1 if clips were skipped.
+def run_probe(settings: ProbeSettings) -> int:
+    """Probe as ``settings`` say; writes ``probe.json`` and ``probe.md`` to ``settings.output``; returns 0,
+    or 1 if clips were skipped (each reported on stderr).
 
     Raises ValueError for a configuration problem (unknown task, no training clips, token files of
     another codec, ...).
@@ -507,40 +528,32 @@ def run_probe(args: argparse.Namespace) -> int:
     from codec.evaluate import ModelSpec, load_codec
     from codec.files import write_text_atomic
 
-    tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown or not tasks:
-        raise ValueError(f"--tasks: unknown task(s) {unknown or args.tasks!r}; choose from {','.join(TASKS)}")
-    eval_splits = [split.strip() for split in args.eval_splits.split(",") if split.strip()]
-    if args.limit is not None and args.limit <= 0:
-        raise ValueError(f"--limit must be a positive number of clips, got {args.limit}")
-    codec = load_codec(ModelSpec(args.model, args.model, args.checkpoint_path), args.device)
-    splits = [args.train_split, *eval_splits]
+    settings.check()
+    tasks, eval_splits = list(settings.tasks), list(settings.eval_splits)
+    codec = load_codec(ModelSpec(settings.model, settings.model, settings.checkpoint_path), settings.device)
+    splits = [settings.train_split, *eval_splits]
     tokenizer = None
     vocab_size = codec.config.semantic_vocab_size
-    if getattr(args, "semantic_codebook", None):
-        if args.tokens:
-            raise ValueError("--semantic-codebook needs --manifest: token files hold the model's own semantic tokens")
-        tokenizer = load_semantic_tokenizer(codec, args.semantic_codebook)
+    if settings.semantic_codebook:
+        tokenizer = load_semantic_tokenizer(codec, settings.semantic_codebook)
         vocab_size = tokenizer.codebook.vocab_size
-        clips, problems = _load_clips(args, codec, splits, tokenizer)
-    elif args.tokens:
-        clips, problems = _load_token_clips(args, codec, splits)
+        clips, problems = _load_clips(settings, codec, splits, tokenizer)
+    elif settings.tokens:
+        clips, problems = _load_token_clips(settings, codec, splits)
     else:
-        clips, problems = _load_clips(args, codec, splits)
+        clips, problems = _load_clips(settings, codec, splits)
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
-    if not any(clip.split == args.train_split for clip in clips):
-        source = f"token manifest {args.tokens}" if args.tokens else f"manifest {args.manifest}"
-        raise ValueError(f"{source} has no usable clips in the training split {args.train_split!r}")
-    centroids = add_mel_kmeans_features(clips, vocab_size, args.train_split,
-                                        seed=args.seed, max_frames=args.kmeans_frames)
+    if not any(clip.split == settings.train_split for clip in clips):
+        source = f"token manifest {settings.tokens}" if settings.tokens else f"manifest {settings.manifest}"
+        raise ValueError(f"{source} has no usable clips in the training split {settings.train_split!r}")
+    centroids = add_mel_kmeans_features(clips, vocab_size, settings.train_split,
+                                        seed=settings.seed, max_frames=settings.kmeans_frames)
     results = [result for task in tasks
-               for result in probe_task(clips, task, args.train_split, eval_splits, seed=args.seed)]
-    out_dir = Path(args.output)
-    settings = {key: value for key, value in vars(args).items() if isinstance(value, (str, int, float, type(None)))}
+               for result in probe_task(clips, task, settings.train_split, eval_splits, seed=settings.seed)]
+    out_dir = Path(settings.output)
     token_rate = 100 // tokenizer.concat_factor if tokenizer else codec.config.token_rate
-    report = {"settings": settings, "codec": codec.config.name, "token_rate": token_rate,
+    report = {"settings": settings_record(settings), "codec": codec.config.name, "token_rate": token_rate,
               "semantic_codebook": tokenizer.source if tokenizer else None, "mel_kmeans_centroids": centroids,
               "results": results, "problems": problems}
     write_text_atomic(out_dir / "probe.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -550,6 +563,12 @@ def run_probe(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-__all__ = ["FEATURE_SETS", "TASKS", "SemanticTokenizer", "accuracy_and_macro_f1", "add_probe_arguments", "audiomae_features",
-           "kmeans", "load_semantic_tokenizer", "pool", "pool_by_position", "run_probe", "task_label", "token_features",
+def settings_record(settings: ProbeSettings) -> dict[str, Any]:
+    """``settings`` as JSON values (tuples as lists), as ``probe.json`` records them."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(settings).items()}
+
+
+__all__ = ["FEATURE_SETS", "TASKS", "ProbeSettings", "SemanticTokenizer", "accuracy_and_macro_f1", "audiomae_features",
+           "kmeans", "load_semantic_tokenizer", "pool", "pool_by_position", "run_probe", "settings_record", "task_label",
+           "token_features",
            "train_linear_probe", "train_mlp_probe"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lm import probe
+from semanticodec_lm import probe
 
 CLASSES = 4
 
@@ -120,11 +119,9 @@ def test_run_probe_end_to_end_with_a_tiny_codec(tmp_path):
     torch.manual_seed(0)
     SemantiCodec(get_config("tiny-50")).save_pretrained(tmp_path / "codec")
     _write_manifest(tmp_path, np.random.default_rng(0))
-    parser = argparse.ArgumentParser()
-    probe.add_probe_arguments(parser)
-    args = parser.parse_args(["--manifest", str(tmp_path / "manifest.jsonl"), "-o", str(tmp_path / "out"),
-                              "--model", str(tmp_path / "codec"), "--tasks", "domain,class,language"])
-    assert probe.run_probe(args) == 1  # the malformed manifest line is reported
+    settings = probe.ProbeSettings(output=str(tmp_path / "out"), manifest=str(tmp_path / "manifest.jsonl"),
+                                   model=str(tmp_path / "codec"), tasks=("domain", "class", "language"))
+    assert probe.run_probe(settings) == 1  # the malformed manifest line is reported
     report = json.loads((tmp_path / "out" / "probe.json").read_text())
     results = report["results"]
     assert {(r["task"], r["features"], r["split"]) for r in results} == {
@@ -137,12 +134,18 @@ def test_run_probe_end_to_end_with_a_tiny_codec(tmp_path):
     assert "| domain | semantic | test |" in (tmp_path / "out" / "probe.md").read_text()
 
 
-def test_run_probe_rejects_unknown_task(tmp_path):
-    parser = argparse.ArgumentParser()
-    probe.add_probe_arguments(parser)
-    args = parser.parse_args(["--manifest", "m.jsonl", "-o", str(tmp_path), "--tasks", "domain,mood"])
-    with pytest.raises(ValueError, match="mood"):
-        probe.run_probe(args)
+@pytest.mark.parametrize("change, message", [
+    ({"tasks": ("domain", "mood")}, "mood"), ({"limit": 0}, "--limit"), ({"kmeans_frames": -1}, "--kmeans-frames"),
+    ({"eval_splits": ()}, "--eval-splits"), ({"manifest": None}, "exactly one of --manifest"),
+    ({"tokens": "t.jsonl"}, "exactly one of --manifest"), ({"manifest": None, "tokens": "t.jsonl",
+                                                            "semantic_codebook": "km"}, "--semantic-codebook needs"),
+])
+def test_run_probe_rejects_bad_settings_before_any_work(tmp_path, change, message):
+    from dataclasses import replace
+
+    settings = replace(probe.ProbeSettings(output=str(tmp_path), manifest="m.jsonl"), **change)
+    with pytest.raises(ValueError, match=message):
+        probe.run_probe(settings)
 
 
 def test_pool_by_position_keeps_each_frequency_position_apart():
@@ -193,11 +196,11 @@ def test_codec_features_continuous_rows_are_what_the_semantic_tokens_quantise(tm
 def test_run_probe_with_a_semantic_codebook_of_another_rate(tmp_path):
     folder, kmeans_run = _tiny_codec_and_kmeans(tmp_path, "tiny-50")
     _write_manifest(tmp_path, np.random.default_rng(0))
-    parser = argparse.ArgumentParser()
-    probe.add_probe_arguments(parser)
-    common = ["--manifest", str(tmp_path / "manifest.jsonl"), "--model", str(folder), "--tasks", "domain"]
-    args = parser.parse_args([*common, "-o", str(tmp_path / "out"), "--semantic-codebook", str(kmeans_run)])
-    probe.run_probe(args)
+    from dataclasses import replace
+
+    settings = probe.ProbeSettings(output=str(tmp_path / "out"), manifest=str(tmp_path / "manifest.jsonl"),
+                                   model=str(folder), tasks=("domain",), semantic_codebook=str(kmeans_run))
+    probe.run_probe(settings)
     report = json.loads((tmp_path / "out" / "probe.json").read_text())
     assert report["token_rate"] == 50 and report["semantic_codebook"].endswith("weights.safetensors")
     assert {r["features"] for r in report["results"]} == {"semantic", "continuous", "mel-kmeans"}
@@ -210,6 +213,5 @@ def test_run_probe_with_a_semantic_codebook_of_another_rate(tmp_path):
     save_file({"decoder.x": torch.zeros(1)}, str(tmp_path / "vae.safetensors"), metadata={"codec_config": "tiny-100"})
     for source, message in ((wide, "do not fit"), (tmp_path / "missing", "cannot read"),
                             (tmp_path / "vae.safetensors", "not a k-means codebook")):
-        args = parser.parse_args([*common, "-o", str(tmp_path / "bad"), "--semantic-codebook", str(source)])
         with pytest.raises(ValueError, match=message):
-            probe.run_probe(args)
+            probe.run_probe(replace(settings, output=str(tmp_path / "bad"), semantic_codebook=str(source)))
