@@ -169,67 +169,6 @@ class AudioMAEViT(nn.Module):
                 kept.append(self.norm(x))
         return torch.stack(kept, dim=0).mean(dim=0)[:, 1:]
 
-    def patchify(self, fbank: torch.Tensor) -> torch.Tensor:
-        """Fbank [S, 1024, 128] -> patches [S, 512, p*p] in the PatchEmbed order (8 t + f), rows of p frames."""
-        patch = self.patch_embed.proj.kernel_size[0]
-        time_patches, freq_patches = PATCH_GRID
-        grid = fbank.reshape(fbank.shape[0], time_patches, patch, freq_patches, patch)
-        return grid.permute(0, 1, 3, 2, 4).reshape(fbank.shape[0], PATCHES_PER_SEGMENT, patch * patch)
-
-    def forward_mae(
-        self,
-        fbank: torch.Tensor,
-        mask_ratio: float = 0.8,
-        generator: torch.Generator | None = None,
-        norm_pix_loss: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Masked-autoencoder pre-training pass (official AudioMAE conventions, global-attention decoder).
-
-        fbank [S, 1024, 128] float -> (loss scalar, pred [S, 512, p*p], mask [S, 512] float, 1 = hidden).
-        Each segment hides its own random ``int(512 * (1 - mask_ratio))``-complement of patches (noise
-        from ``generator``); the loss is the mean squared patch error over hidden patches only, against
-        raw patches or, with ``norm_pix_loss``, patches normalised by their own mean and variance.
-        """
-        if fbank.dim() != 3 or tuple(fbank.shape[1:]) != (SEGMENT_FRAMES, MEL_BINS):
-            raise ValueError(f"expected fbank segments [S, {SEGMENT_FRAMES}, {MEL_BINS}], got {list(fbank.shape)}")
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must lie in [0, 1), got {mask_ratio}")
-        segments = fbank.shape[0]
-        keep = int(PATCHES_PER_SEGMENT * (1 - mask_ratio))
-        noise_device = generator.device if generator is not None else fbank.device
-        noise = torch.rand(segments, PATCHES_PER_SEGMENT, generator=generator, device=noise_device).to(fbank.device)
-        shuffle = torch.argsort(noise, dim=1)
-        restore = torch.argsort(shuffle, dim=1)
-        kept_ids = shuffle[:, :keep]
-
-        x = self.patch_embed(fbank.unsqueeze(1)) + self.pos_embed[:, 1:]
-        x = torch.gather(x, 1, kept_ids[..., None].expand(-1, -1, x.shape[-1]))
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(segments, -1, -1)
-        x = torch.cat([cls, x], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        x = self.decoder_embed(self.norm(x))
-
-        hidden = self.mask_token.expand(segments, PATCHES_PER_SEGMENT - keep, -1)
-        patches = torch.cat([x[:, 1:], hidden], dim=1)
-        patches = torch.gather(patches, 1, restore[..., None].expand(-1, -1, patches.shape[-1]))
-        x = torch.cat([x[:, :1], patches], dim=1) + self.decoder_pos_embed
-        for block in self.decoder_blocks:
-            x = block(x)
-        pred = self.decoder_pred(self.decoder_norm(x))[:, 1:]
-
-        mask = torch.ones(segments, PATCHES_PER_SEGMENT, device=fbank.device)
-        mask[:, :keep] = 0
-        mask = torch.gather(mask, 1, restore)
-        target = self.patchify(fbank)
-        if norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6).sqrt()
-        per_patch = (pred - target).pow(2).mean(dim=-1)
-        loss = (per_patch * mask).sum() / mask.sum()
-        return loss, pred, mask
-
 
 class AudioMAE(nn.Module):
     """Holder that gives the ViT its official key prefix (``audiomae.model.*``)."""

@@ -107,37 +107,6 @@ def pool_by_position(frames: torch.Tensor, positions: int) -> torch.Tensor:
     return torch.cat([pool(frames[position::positions]) for position in range(positions)])
 
 
-def assign(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Nearest centroid (squared Euclidean) of each point: [N, D], [K, D] -> int64 [N]."""
-    squared = (centroids * centroids).sum(1)
-    ids = [((squared - 2 * part @ centroids.T).argmin(1)) for part in points.split(chunk)]
-    return torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
-
-
-def kmeans(points: torch.Tensor, k: int, *, seed: int, iterations: int = 20) -> torch.Tensor:
-    """Lloyd's k-means: float [N, D] -> centroids float32 [min(k, N), D]; seeded, so repeatable.
-
-    Starts from ``k`` distinct random points; an emptied cluster restarts at a random point.
-    """
-    if points.dim() != 2 or points.shape[0] == 0:
-        raise ValueError(f"k-means needs points [N, D] with N >= 1, got {list(points.shape)}")
-    if k < 1:
-        raise ValueError(f"k-means needs k >= 1, got {k}")
-    points = points.float()
-    generator = torch.Generator().manual_seed(seed)
-    k = min(k, points.shape[0])
-    centroids = points[torch.randperm(points.shape[0], generator=generator)[:k]].clone()
-    for _ in range(iterations):
-        ids = assign(points, centroids)
-        counts = torch.bincount(ids, minlength=k)
-        sums = torch.zeros_like(centroids).index_add_(0, ids, points)
-        empty = counts == 0
-        centroids = sums / counts.clamp(min=1)[:, None]
-        if bool(empty.any()):
-            centroids[empty] = points[torch.randint(points.shape[0], (int(empty.sum()),), generator=generator)]
-    return centroids
-
-
 def _standardiser(train: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     mean, std = train.mean(0), train.std(0, correction=0).clamp(min=1e-6)
     return lambda x: (x - mean) / std
@@ -335,9 +304,12 @@ def add_mel_kmeans_features(clips: list[ProbeClip], vocab_size: int, train_split
     frames = torch.cat([clip.mel_frames for clip in clips if clip.split == train_split])
     if frames.shape[0] > max_frames:
         frames = frames[torch.randperm(frames.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
-    centroids = kmeans(frames, vocab_size, seed=seed)
+    from codec.semantic import nearest_codeword
+    from codec.training.kmeans import lloyd_kmeans
+
+    centroids = lloyd_kmeans(frames, vocab_size, seed=seed)
     for clip in clips:
-        clip.features["mel-kmeans"] = pool(centroids[assign(clip.mel_frames, centroids)])
+        clip.features["mel-kmeans"] = pool(centroids[nearest_codeword(clip.mel_frames, centroids)])
     return centroids.shape[0]
 
 
@@ -569,6 +541,6 @@ def settings_record(settings: ProbeSettings) -> dict[str, Any]:
 
 
 __all__ = ["FEATURE_SETS", "TASKS", "ProbeSettings", "SemanticTokenizer", "accuracy_and_macro_f1", "audiomae_features",
-           "kmeans", "load_semantic_tokenizer", "pool", "pool_by_position", "run_probe", "settings_record", "task_label",
+           "load_semantic_tokenizer", "pool", "pool_by_position", "run_probe", "settings_record", "task_label",
            "token_features",
            "train_linear_probe", "train_mlp_probe"]

@@ -5,7 +5,7 @@
 
 Inputs are 10.24-s crops of the corpus ``train`` split (shorter clips zero-padded, as the official
 front-end pads), turned into the normalised 128-bin Kaldi fbank. 80 % of the 512 patches of each
-segment are hidden; the loss is the patch MSE on the hidden ones (``AudioMAEViT.forward_mae``).
+segment are hidden; the loss is the patch MSE on the hidden ones (``codec.training.mae.mae_loss``).
 Every validation also fits a linear probe on pooled AudioMAE features (``probe`` section:
 ``clips`` seeded ``train`` clips to fit, as many ``valid`` clips to score, first 10.24 s of each)
 and logs ``valid/probe_<task>`` accuracy for every corpus task (domain, class, instrument,
@@ -22,6 +22,7 @@ import lightning as L
 import torch
 
 from codec.semantic import AudioMAE, tokens_per_time_step
+from codec.training.mae import mae_loss
 from semanticodec_lm.probe import TASKS, pool_by_position, task_label, train_linear_probe
 from recipes.codec.common import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage, segment_fbank
 from recipes.data.datasets import ManifestDataset
@@ -53,7 +54,8 @@ class AudioMAEModule(StageModule):
 
     def training_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """Batch ``audio`` float [B, 163840] -> (masked-patch MSE, {})."""
-        loss, _, _ = self.audiomae.model.forward_mae(
+        loss, _, _ = mae_loss(
+            self.audiomae.model,
             segment_fbank(batch["audio"]), self.hparams.mask_ratio, generator, self.hparams.norm_pix_loss)
         return loss, {}
 

@@ -6,7 +6,7 @@
 
 Each step encodes a batch of 10.24-s ``train`` crops with the frozen AudioMAE (weights from stage
 a), joins patches K at a time as the codec does (``concat_patches``), drops the silent padding rows
-and makes one mini-batch k-means update (``recipes/codec/kmeans.py``). ``model.domain_sizes``
+and makes one mini-batch k-means update (``codec/training/kmeans.py``). ``model.domain_sizes``
 (e.g. ``{sfx: 512, speech: 256, music: 256}``) fits one codebook per domain and concatenates them,
 as the paper does; by default one codebook covers all domains. Writes the official layout
 ``<run_dir>/codebook_idx/combine_{512|256|128}_audioset_dominate/codebook_{V/2}_0.npy`` and
@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from codec.acoustic import silence_cutoff_rows
-from codec.checkpoints import official_files
 from codec.semantic import AudioMAE, concat_patches
 from recipes.codec.common import (
     StageModule,
@@ -37,7 +35,7 @@ from recipes.codec.common import (
     run_stage,
     segment_fbank,
 )
-from recipes.codec.kmeans import MiniBatchKMeans
+from codec.training.kmeans import MiniBatchKMeans, write_codebook
 from recipes.data.manifest import DOMAINS
 
 
@@ -140,16 +138,6 @@ class KMeansModule(StageModule):
         if not self.kmeans.initialised:
             raise SystemExit("k-means never initialised: train for more than model.init_batches steps")
         return {"encoder.semantic_codebook.centroids": self.kmeans.centroids.detach().cpu().clone()}
-
-
-def write_codebook(run_dir: Path, centroids: torch.Tensor, config) -> Path:
-    """Save centroids [V, F] float32 as the official ``codebook_idx/.../codebook_{V/2}_0.npy`` under run_dir."""
-    path = run_dir / official_files(config.token_rate, config.semantic_vocab_size)["codebook"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, centroids.detach().cpu().float().numpy())
-    tmp.replace(path)
-    return path
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -6,7 +6,7 @@
 
 For each 10.24-s ``train`` crop: the frozen AudioMAE and k-means give features and semantic
 centroids; the BiLSTM reads [feature | centroid] (silent padding rows at -1) and its projection is
-quantised by the EMA codebook (``recipes/codec/vq.py``, straight-through gradient, commitment loss).
+quantised by the EMA codebook (``codec/training/vq.py``, straight-through gradient, commitment loss).
 The decoder conditioning is [quantised acoustic | centroid] for the clip's token budget and -1
 after it, exactly as ``SemantiCodec.decode`` builds it; with probability ``cfg_dropout`` it is
 replaced by the unconditional context (zeros, then the positions). The frozen VAE encodes the
@@ -45,7 +45,7 @@ from recipes.codec.common import (
     segment_fbank,
 )
 from recipes.codec.train_vae import VAE_PARTS, crop_mel
-from recipes.codec.vq import EMAQuantizerTrainer
+from codec.training.vq import EMAQuantizerTrainer
 
 TRAINED_ENCODER_PARTS = ("encoder.encoder.", "encoder.encoder_output_linear.", "encoder.quantizer.")
 

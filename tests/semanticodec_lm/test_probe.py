@@ -65,16 +65,6 @@ def test_accuracy_and_macro_f1_hand_computed():
     assert macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
-def test_kmeans_finds_clusters_and_is_seeded():
-    points, labels = gaussian_clusters(30, dim=4, spread=0.1)
-    centroids = probe.kmeans(points, CLASSES, seed=0)
-    assert torch.equal(centroids, probe.kmeans(points, CLASSES, seed=0))
-    ids = probe.assign(points, centroids)
-    for cluster in range(CLASSES):  # every cluster maps to exactly one true class
-        assert len(set(labels[ids == cluster].tolist())) == 1
-    assert probe.kmeans(points[:3], 10, seed=0).shape == (3, 4)
-
-
 def test_pool_is_mean_and_std():
     frames = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
     assert probe.pool(frames).tolist() == [2.0, 2.0, 1.0, 2.0]

@@ -9,8 +9,7 @@ import torch
 
 from codec.checkpoints import CheckpointError, official_files, read_codebook
 from codec.config import get_config
-from recipes.codec.kmeans import MiniBatchKMeans, kmeans_plus_plus
-from recipes.codec.train_kmeans import write_codebook
+from codec.training.kmeans import MiniBatchKMeans, kmeans_plus_plus, lloyd_kmeans, write_codebook
 
 
 def blobs(centres: torch.Tensor, per_centre: int, spread: float, seed: int) -> torch.Tensor:
@@ -86,3 +85,19 @@ def test_codebook_file_has_the_official_layout(tmp_path: Path):
     assert torch.equal(read_codebook(path, config), centroids)
     with pytest.raises(CheckpointError, match="codebook shape"):
         read_codebook(path, get_config("tiny-100"))
+
+
+def test_lloyd_kmeans_finds_separable_clusters_and_is_seeded():
+    from codec.semantic import nearest_codeword
+
+    centres = 3.0 * torch.randn(4, 4, generator=torch.Generator().manual_seed(123))
+    data = blobs(centres, 30, 0.1, seed=0)
+    labels = torch.arange(4).repeat_interleave(30)
+    centroids = lloyd_kmeans(data, 4, seed=0)
+    assert torch.equal(centroids, lloyd_kmeans(data, 4, seed=0))
+    ids = nearest_codeword(data, centroids)
+    for cluster in range(4):  # every cluster holds one true class only
+        assert len(set(labels[ids == cluster].tolist())) == 1
+    assert lloyd_kmeans(data[:3], 10, seed=0).shape == (3, 4)
+    with pytest.raises(ValueError, match="k >= 1"):
+        lloyd_kmeans(data, 0, seed=0)

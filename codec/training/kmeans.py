@@ -1,4 +1,8 @@
-"""Mini-batch k-means in torch (CPU or GPU): k-means++ initialisation, empty clusters re-seeded.
+"""k-means in torch (CPU or GPU): mini-batch (:class:`MiniBatchKMeans`, for the semantic codebook
+over a stream of AudioMAE features) and full-batch Lloyd (:func:`lloyd_kmeans`, for small point
+sets such as the probe's mel baseline); both assign with :func:`codec.semantic.nearest_codeword`.
+
+Mini-batch: k-means++ initialisation, empty clusters re-seeded.
 
 The centroids may be split into blocks, one per data group (e.g. per domain, as the paper fits
 general sound, speech and music codebooks separately and concatenates them): a row is only ever
@@ -9,8 +13,14 @@ of all ranks (``reduce``), so every rank holds the same centroids.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
+
+from codec.checkpoints import official_files
+from codec.config import CodecConfig
+from codec.semantic import nearest_codeword
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -64,11 +74,15 @@ class MiniBatchKMeans(torch.nn.Module):
     def assign(self, points: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Nearest centroid of each row within its block: points [N, F], blocks int64 [N] ->
         (ids int64 [N], squared distances [N])."""
-        distance = (points.pow(2).sum(dim=1, keepdim=True) + self.centroids.pow(2).sum(dim=1)
-                    - 2 * points @ self.centroids.t())
-        distance = distance.masked_fill(blocks[:, None] != self.block_of_cluster[None, :], float("inf"))
-        best, ids = distance.min(dim=1)
-        return ids, best.clamp(min=0)
+        ids = torch.zeros(len(points), dtype=torch.long, device=points.device)
+        first = 0
+        for block, size in enumerate(self.block_sizes):
+            rows = blocks == block
+            if bool(rows.any()):
+                ids[rows] = first + nearest_codeword(points[rows], self.centroids[first : first + size])
+            first += size
+        distance = (points.float() - self.centroids[ids]).pow(2).sum(dim=1)
+        return ids, distance
 
     def initialise(self, points: torch.Tensor, blocks: torch.Tensor, generator: torch.Generator) -> None:
         """k-means++ in every block from the rows of that block (all ranks must pass the same rows)."""
@@ -133,3 +147,37 @@ class MiniBatchKMeans(torch.nn.Module):
         self.counts[moved] = 0
         self.idle[moved] = 0
         return found.sum()
+
+
+def lloyd_kmeans(points: torch.Tensor, k: int, *, seed: int, iterations: int = 20) -> torch.Tensor:
+    """Full-batch Lloyd k-means: float [N, D] -> centroids float32 [min(k, N), D]; seeded, so repeatable.
+
+    Starts from ``k`` distinct random points; an emptied cluster restarts at a random point.
+    """
+    if points.dim() != 2 or points.shape[0] == 0:
+        raise ValueError(f"k-means needs points [N, D] with N >= 1, got {list(points.shape)}")
+    if k < 1:
+        raise ValueError(f"k-means needs k >= 1, got {k}")
+    points = points.float()
+    generator = torch.Generator().manual_seed(seed)
+    k = min(k, points.shape[0])
+    centroids = points[torch.randperm(points.shape[0], generator=generator)[:k]].clone()
+    for _ in range(iterations):
+        ids = nearest_codeword(points, centroids)
+        counts = torch.bincount(ids, minlength=k)
+        sums = torch.zeros_like(centroids).index_add_(0, ids, points)
+        empty = counts == 0
+        centroids = sums / counts.clamp(min=1)[:, None]
+        if bool(empty.any()):
+            centroids[empty] = points[torch.randint(points.shape[0], (int(empty.sum()),), generator=generator)]
+    return centroids
+
+
+def write_codebook(run_dir: Path, centroids: torch.Tensor, config: CodecConfig) -> Path:
+    """Save centroids [V, F] float32 as the official ``codebook_idx/.../codebook_{V/2}_0.npy`` under run_dir."""
+    path = run_dir / official_files(config.token_rate, config.semantic_vocab_size)["codebook"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, centroids.detach().cpu().float().numpy())
+    tmp.replace(path)
+    return path
