@@ -379,6 +379,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--semantic-codebook", default=None, metavar="KMEANS_RUN",
                         help="probe the semantic tokens of this k-means codebook (a recipes/codec/train_kmeans.py "
                              "run folder or weights file, any token rate) over the model's AudioMAE")
+    parser.add_argument("--audiomae", default=None, metavar="AUDIOMAE_RUN",
+                        help="with --semantic-codebook: use the AudioMAE of this recipes/codec/train_audiomae.py run "
+                             "(folder or weights file) instead of the model's")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: %(default)s)")
     parser.add_argument("--train-split", default="train", help="split the probes are fitted on (default: %(default)s)")
@@ -398,7 +401,8 @@ def run_probe(args) -> int:
 
     return probe(ProbeSettings(
         output=args.output, manifest=args.manifest, tokens=args.tokens, model=args.model,
-        checkpoint_path=args.checkpoint_path, semantic_codebook=args.semantic_codebook, device=args.device,
+        checkpoint_path=args.checkpoint_path, semantic_codebook=args.semantic_codebook, audiomae=args.audiomae,
+        device=args.device,
         tasks=_names(args.tasks), train_split=args.train_split, eval_splits=_names(args.eval_splits),
         limit=args.limit, kmeans_frames=args.kmeans_frames, seed=args.seed))
 

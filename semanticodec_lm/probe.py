@@ -249,15 +249,35 @@ class SemanticTokenizer:
                 "continuous": pool_by_position(continuous, positions)}
 
 
-def load_semantic_tokenizer(codec, path: str | Path) -> SemanticTokenizer:
-    """``codec``'s AudioMAE with the k-means codebook of a ``recipes/codec/train_kmeans.py`` run
-    (its folder or ``weights.safetensors``); the codebook's token rate comes from the codec config
-    it was fitted for. Raises ValueError if the file is missing, is not a k-means codebook, or was
-    fitted on features of another width."""
+def load_semantic_tokenizer(codec, path: str | Path, audiomae: str | Path | None = None) -> SemanticTokenizer:
+    """``codec``'s AudioMAE (or, with ``audiomae``, the one of a ``recipes/codec/train_audiomae.py`` run
+    of the same size) with the k-means codebook of a ``recipes/codec/train_kmeans.py`` run (folders or
+    their ``weights.safetensors``); the codebook's token rate comes from the codec config it was fitted
+    for. Raises ValueError if a file is missing or holds something else, or if the sizes do not fit."""
+    import copy
+
     from safetensors import SafetensorError, safe_open
 
+    from codec.checkpoints import CheckpointError, load_state
     from codec.config import get_config
     from codec.semantic import SemanticCodebook
+
+    model = codec.encoder.audiomae
+    if audiomae is not None:
+        file = Path(audiomae) / "weights.safetensors" if Path(audiomae).is_dir() else Path(audiomae)
+        prefix = "encoder.audiomae."
+        try:
+            with safe_open(str(file), "pt") as handle:
+                state = {key[len(prefix):]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+        except (OSError, SafetensorError) as error:
+            raise ValueError(f"--audiomae {file}: cannot read it ({error})") from None
+        if not state:
+            raise ValueError(f"--audiomae {file}: no {prefix}* weights (not an AudioMAE run)")
+        model = copy.deepcopy(model)
+        try:
+            load_state(model, state, f"--audiomae {file}")
+        except (CheckpointError, RuntimeError) as error:
+            raise ValueError(f"--audiomae {file}: does not fit {codec.config.name}'s AudioMAE ({error})") from None
 
     path = Path(path)
     file = path / "weights.safetensors" if path.is_dir() else path
@@ -281,7 +301,7 @@ def load_semantic_tokenizer(codec, path: str | Path) -> SemanticTokenizer:
                          f"{codec.config.name}'s AudioMAE at {100 // concat_factor} tokens/s (width {width})")
     codebook = SemanticCodebook(centroids.shape[0], width)
     codebook.load_centroids(centroids)
-    return SemanticTokenizer(codec.encoder.audiomae, codebook.to(codec.device), concat_factor, str(file))
+    return SemanticTokenizer(model, codebook.to(codec.device), concat_factor, str(file))
 
 
 @torch.inference_mode()
@@ -362,7 +382,8 @@ class ProbeSettings:
 
     ``tasks`` and ``eval_splits`` are tuples of names; ``limit`` keeps the first N clips of each
     split; ``kmeans_frames`` caps the training mel frames of the baseline k-means;
-    ``semantic_codebook`` probes the tokens of that k-means run over the model's AudioMAE.
+    ``semantic_codebook`` probes the tokens of that k-means run over the model's AudioMAE, or over
+    the AudioMAE of the ``audiomae`` run when given.
     """
 
     output: str
@@ -371,6 +392,7 @@ class ProbeSettings:
     model: str = "default"
     checkpoint_path: str | None = None
     semantic_codebook: str | None = None
+    audiomae: str | None = None
     device: str = "cpu"
     tasks: tuple[str, ...] = TASKS
     train_split: str = "train"
@@ -392,6 +414,8 @@ class ProbeSettings:
             raise ValueError(f"--limit must be a positive number of clips, got {self.limit}")
         if self.kmeans_frames <= 0:
             raise ValueError(f"--kmeans-frames must be a positive number of frames, got {self.kmeans_frames}")
+        if self.audiomae and not self.semantic_codebook:
+            raise ValueError("--audiomae needs --semantic-codebook (a codebook fitted on that AudioMAE's features)")
         if self.semantic_codebook and self.tokens:
             raise ValueError("--semantic-codebook needs --manifest: token files hold the model's own semantic tokens")
 
@@ -507,7 +531,7 @@ def run_probe(settings: ProbeSettings) -> int:
     tokenizer = None
     vocab_size = codec.config.semantic_vocab_size
     if settings.semantic_codebook:
-        tokenizer = load_semantic_tokenizer(codec, settings.semantic_codebook)
+        tokenizer = load_semantic_tokenizer(codec, settings.semantic_codebook, settings.audiomae)
         vocab_size = tokenizer.codebook.vocab_size
         clips, problems = _load_clips(settings, codec, splits, tokenizer)
     elif settings.tokens:
@@ -526,6 +550,7 @@ def run_probe(settings: ProbeSettings) -> int:
     out_dir = Path(settings.output)
     token_rate = 100 // tokenizer.concat_factor if tokenizer else codec.config.token_rate
     report = {"settings": settings_record(settings), "codec": codec.config.name, "token_rate": token_rate,
+              "audiomae": settings.audiomae,
               "semantic_codebook": tokenizer.source if tokenizer else None, "mel_kmeans_centroids": centroids,
               "results": results, "problems": problems}
     write_text_atomic(out_dir / "probe.json", json.dumps(report, indent=2, allow_nan=False) + "\n")

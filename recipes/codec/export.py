@@ -26,7 +26,7 @@ import torch
 from codec.checkpoints import load_state
 from codec.config import get_config
 from codec.model import SemantiCodec
-from recipes.codec.common import read_weights
+from semanticodec_lm.training.codec_stages import read_weights
 
 STAGES = ("audiomae", "kmeans", "ldm", "vae", "vocoder")
 # Which SemantiCodec weights and config entries each stage owns (the LDM owns every other weight).

@@ -23,9 +23,9 @@ import torch
 
 from codec.semantic import AudioMAE, tokens_per_time_step
 from codec.training.mae import mae_loss
+from semanticodec_lm.corpus.datasets import ManifestDataset
 from semanticodec_lm.probe import TASKS, pool_by_position, task_label, train_linear_probe
-from recipes.codec.common import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage, segment_fbank
-from recipes.data.datasets import ManifestDataset
+from semanticodec_lm.training.codec_stages import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage, segment_fbank
 
 
 class AudioMAEModule(StageModule):

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from codec.acoustic import silence_cutoff_rows
 from codec.semantic import AudioMAE, concat_patches
-from recipes.codec.common import (
+from semanticodec_lm.training.codec_stages import (
     StageModule,
     load_into,
     model_kwargs,
@@ -36,7 +36,7 @@ from recipes.codec.common import (
     segment_fbank,
 )
 from codec.training.kmeans import MiniBatchKMeans, write_codebook
-from recipes.data.manifest import DOMAINS
+from semanticodec_lm.corpus.manifest import DOMAINS
 
 
 class KMeansModule(StageModule):

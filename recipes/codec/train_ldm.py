@@ -34,7 +34,7 @@ from codec.diffusion.conditioning import build_context
 from codec.frontend import token_budget
 from codec.model import SemantiCodec
 from codec.semantic import concat_patches
-from recipes.codec.common import (
+from semanticodec_lm.training.codec_stages import (
     StageModule,
     full_precision,
     load_into,
@@ -44,8 +44,8 @@ from recipes.codec.common import (
     run_stage,
     segment_fbank,
 )
-from recipes.codec.train_vae import VAE_PARTS, crop_mel
 from codec.training.vq import EMAQuantizerTrainer
+from recipes.codec.train_vae import VAE_PARTS, crop_mel
 
 TRAINED_ENCODER_PARTS = ("encoder.encoder.", "encoder.encoder_output_linear.", "encoder.quantizer.")
 

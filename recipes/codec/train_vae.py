@@ -19,7 +19,7 @@ import torch
 
 from codec.frontend import MEL_HOP, log_mel_64
 from codec.vae import AutoencoderKL
-from recipes.codec.common import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage
+from semanticodec_lm.training.codec_stages import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage
 
 VAE_PARTS = ("encoder", "decoder", "quant_conv", "post_quant_conv")
 

@@ -36,7 +36,7 @@ from codec.training.gan import (
 )
 from codec.training.spectral import multi_resolution_stft_loss, phase_loss
 from codec.vocoder import build_vocoder
-from recipes.codec.common import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage
+from semanticodec_lm.training.codec_stages import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage
 
 DISCRIMINATORS = {"mpd": MultiPeriodDiscriminator, "msd": MultiScaleDiscriminator, "mrd": MultiResolutionDiscriminator}
 VOCODER_PREFIX = "decoder.first_stage_model.vocoder."

@@ -29,17 +29,17 @@ import torch
 
 from codec.audio import write_audio
 from codec.config import SAMPLE_RATE
+from codec.files import write_text_atomic
 from lm.api import export_checkpoint, load_lm_folder
 from lm.data import TokenSequenceDataset, collate, max_sequence_length
 from lm.data import read_manifest as read_token_rows
 from lm.module import lm_loss
-from recipes.config import flatten_overrides, load_recipe_config
 from recipes.continuation.measure import KindProbe, stated_properties
-from codec.files import write_text_atomic
-from recipes.data.manifest import read_manifest
-from recipes.lm.train import load_config as load_train_config
 from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
 from recipes.tokenize.tokenize_corpus import evenly_spaced
+from semanticodec_lm.corpus.manifest import read_manifest
+from semanticodec_lm.training.config import flatten_overrides, load_recipe_config
+from semanticodec_lm.training.runs import load_config as load_train_config
 
 REPO = Path(__file__).resolve().parents[2]  # configs named relative to it are found from anywhere
 RECIPE_KEYS = {"seed", "run_dir", "logger", "wandb", "tokenize", "text_tokenizer", "train", "evaluate", "model"}

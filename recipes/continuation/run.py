@@ -39,8 +39,8 @@ from codec.config import SAMPLE_RATE
 from lm.api import AudioGenerator
 from recipes.continuation import pipeline
 from recipes.continuation.measure import fraction_table, matches, measure, stated_properties
-from recipes.config import load_recipe_config
 from recipes.tokenize.tokenize_corpus import evenly_spaced
+from semanticodec_lm.training.config import load_recipe_config
 
 EVALUATE_DEFAULTS = {"split": "test", "prompts": 24, "kinds": None, "prompt_seconds": 3.0, "continue_seconds": 5.0,
                      "temperature": 1.0, "top_k": None, "top_p": None, "batch_size": 8, "decode_steps": 10,

@@ -21,19 +21,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recipes.config import read_config_file
+from codec.files import write_text_atomic
 from recipes.data.clips import ClipSettings, JobResult, run_job
 from recipes.data.install import CommandRunner, InstallReport, ensure_packages, run_command
-from codec.files import write_text_atomic
-from recipes.data.manifest import write_manifest
 from recipes.data.report import attribution_markdown, format_summary, summarise
 from recipes.data.sources.asterisk import ASTERISK_LANGUAGES
 from recipes.data.sources.base import Job, Problems, SourceFamily
 from recipes.data.sources.effects import BucklespringTyping, OpenSfx
 from recipes.data.sources.gcompris import GcomprisBundles
 from recipes.data.sources.music import GAME_MUSIC, SonicPiSamples
-from recipes.data.splits import SPLITS
 from recipes.data.world.family import SyntheticWorld
+from semanticodec_lm.corpus.manifest import write_manifest
+from semanticodec_lm.corpus.splits import SPLITS
+from semanticodec_lm.training.config import read_config_file
 
 DEFAULT_CONFIG = Path(__file__).with_name("corpus.yaml")
 REAL_FAMILIES = ("asterisk", "game_music", "gcompris", "opensfx", "bucklespring", "sonic_pi")

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from codec.audio import write_audio
-from recipes.data.audio import SAMPLE_RATE, normalise_loudness, pad_to, plan_cuts
 from codec.files import write_text_atomic
+from recipes.data.audio import SAMPLE_RATE, normalise_loudness, pad_to, plan_cuts
 from recipes.data.recording import Recording
 from recipes.data.sources.base import Job, SourceFamily
 from recipes.data.world.generator import WORLD_PACKAGE

@@ -15,42 +15,18 @@ Each rank prints one line ``LM_TRAIN_SUMMARY {json}`` at the end (steps, batches
 from __future__ import annotations
 
 import argparse
-import hashlib
-import inspect
 import json
-import os
-import uuid
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from codec.files import atomic_path
 from codec.tokenfile import load_tokens
 from lm.config import lm_config
 from lm.data import read_manifest
 from lm.module import AudioLMModule, TokenDataModule
 from lm.text import TextTokenizer
-from recipes.config import load_recipe_config
-
-SECTIONS = {"seed", "run_dir", "logger", "model", "data", "optim", "trainer", "checkpoint", "wandb"}
-
-
-def load_config(path: str | Path, overrides: list[str]) -> dict:
-    """The YAML file at ``path`` with ``a.b=value`` overrides applied (values parsed as YAML)."""
-    return load_recipe_config(path, overrides, SECTIONS)
-
-
-def section(config: dict, name: str, target) -> dict:
-    """``config[name]``, checked to hold only keyword arguments that ``target`` accepts."""
-    values = dict(config.get(name) or {})
-    accepted = set(inspect.signature(target).parameters)
-    unknown = sorted(set(values) - accepted)
-    if unknown:
-        raise SystemExit(f"unknown key(s) {unknown} in section {name!r}; known: {sorted(accepted)}")
-    return values
-
+from semanticodec_lm.training.runs import AtomicCheckpointIO, RunSummary, load_config, make_logger, section
 
 def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
     """The model section, with vocabulary sizes the config leaves out taken from the data."""
@@ -65,81 +41,6 @@ def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
     if tokenizer is not None:
         fields.setdefault("text_vocab_size", tokenizer.vocab_size)
     return fields
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file first, so a kill never leaves a broken last.ckpt."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_path(path) as temporary:
-            super().save_checkpoint(checkpoint, temporary, storage_options)
-
-
-class RunSummary(L.Callback):
-    """Records where training started (step, optimizer step) and what this rank trained on."""
-
-    def __init__(self) -> None:
-        self.start_step = self.start_optimizer_step = 0
-        self.batches = 0
-        self.first_batch = ""
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.start_step = trainer.global_step
-        self.start_optimizer_step = optimizer_step(trainer)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not self.batches:
-            self.first_batch = hashlib.sha256(batch["inputs"].cpu().numpy().tobytes()).hexdigest()[:16]
-        self.batches += 1
-
-    def report(self, trainer) -> dict:
-        return {
-            "rank": trainer.global_rank,
-            "world_size": trainer.world_size,
-            "start_step": self.start_step,
-            "start_optimizer_step": self.start_optimizer_step,
-            "global_step": trainer.global_step,
-            "optimizer_step": optimizer_step(trainer),
-            "batches": self.batches,
-            "first_batch": self.first_batch,
-            "parameters": parameter_digest(trainer.lightning_module),
-        }
-
-
-def parameter_digest(module: L.LightningModule) -> str:
-    """A short hash of all weights: equal on every DDP rank when gradients were synchronised."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def optimizer_step(trainer) -> int:
-    """AdamW's own step counter (0 before the first update)."""
-    states = trainer.optimizers[0].state.values() if trainer.optimizers else []
-    return max((int(s["step"]) for s in states if "step" in s), default=0)
-
-
-def make_logger(config: dict, run_dir: Path):
-    kind = config.get("logger", "wandb")
-    if kind in (None, "none", False):
-        return False
-    if kind == "csv":
-        return L.pytorch.loggers.CSVLogger(run_dir, name="logs")
-    if kind != "wandb":
-        raise SystemExit(f"logger must be wandb, csv or none, got {kind!r}")
-    from lightning.pytorch.loggers import WandbLogger
-
-    # The run id lives in the run folder so that a resumed run logs into the same wandb run.
-    id_file = run_dir / "wandb_id.txt"
-    if not id_file.exists():
-        id_file.write_text(uuid.uuid4().hex[:12])
-    options = dict(config.get("wandb") or {})
-    return WandbLogger(
-        save_dir=str(run_dir), id=id_file.read_text().strip(), resume="allow",
-        offline=not os.environ.get("WANDB_API_KEY"), **options,
-    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -172,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         dirpath=checkpoint_dir, filename="step{step}", auto_insert_metric_name=False,
         save_last=True, enable_version_counter=False, **section(config, "checkpoint", ModelCheckpoint),
     )
-    summary = RunSummary()
+    summary = RunSummary("inputs")
     trainer = L.Trainer(
         default_root_dir=run_dir,
         logger=make_logger(config, run_dir),

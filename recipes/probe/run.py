@@ -11,7 +11,8 @@ evaluation splits; its own outputs go to ``<out>/<label>/``. A codec listed unde
 codec) is probed from those tokens (``--tokens``) instead of encoding every clip again. A codec
 listed under ``semantic_codebooks`` (label -> a ``recipes/codec/train_kmeans.py`` run, any token
 rate) has the semantic tokens of that codebook over its AudioMAE probed (``--semantic-codebook``):
-semantic, continuous and mel-k-means rows only. A codec
+semantic, continuous and mel-k-means rows only; ``audiomae_runs`` (label -> a
+``recipes/codec/train_audiomae.py`` run) then swaps in that run's AudioMAE. A codec
 whose results exist with the same settings is skipped, so a killed run resumes. Then ``<out>/probe.md`` gathers one table: a
 row per (task, features), a column pair (linear / MLP accuracy on ``report_split``) per codec,
 and the majority-class accuracy. ``<out>/probe.json`` holds every number and the time per codec.
@@ -26,24 +27,25 @@ from pathlib import Path
 from typing import Any
 
 from codec.files import write_text_atomic
-from semanticodec_lm.probe import FEATURE_SETS, TASKS, ProbeSettings, run_probe, settings_record
-from recipes.config import load_recipe_config
 from recipes.continuation.pipeline import log_to_wandb
+from semanticodec_lm.probe import FEATURE_SETS, TASKS, ProbeSettings, run_probe, settings_record
+from semanticodec_lm.training.config import load_recipe_config
 
-KNOWN_KEYS = {"manifest", "out", "codecs", "tokens", "semantic_codebooks", "tasks", "train_split", "eval_splits", "report_split", "limit",
+KNOWN_KEYS = {"manifest", "out", "codecs", "tokens", "semantic_codebooks", "audiomae_runs", "tasks", "train_split", "eval_splits", "report_split", "limit",
               "kmeans_frames", "seed", "device", "logger", "wandb"}
 
 
 def probe_settings(config: dict[str, Any], source: str, output: Path, tokens: str | None = None,
-                   semantic_codebook: str | None = None) -> ProbeSettings:
+                   semantic_codebook: str | None = None, audiomae: str | None = None) -> ProbeSettings:
     """The probe of one codec as the recipe configures it.
 
     With ``tokens`` (a token manifest made by that codec) the clips come from it, not from ``manifest``;
-    with ``semantic_codebook`` (a k-means run) its semantic tokens are probed over the codec's AudioMAE.
+    with ``semantic_codebook`` (a k-means run) its semantic tokens are probed over the codec's AudioMAE
+    (or the AudioMAE of the run ``audiomae``).
     """
     settings = ProbeSettings(
         output=str(output), manifest=None if tokens else str(config["manifest"]), tokens=tokens, model=source,
-        semantic_codebook=semantic_codebook, device=str(config.get("device", "cpu")),
+        semantic_codebook=semantic_codebook, audiomae=audiomae, device=str(config.get("device", "cpu")),
         tasks=tuple(config.get("tasks") or TASKS), train_split=str(config.get("train_split", "train")),
         eval_splits=tuple(config.get("eval_splits") or ("valid", "test")),
         limit=None if config.get("limit") is None else int(config["limit"]),
@@ -56,10 +58,10 @@ def probe_settings(config: dict[str, Any], source: str, output: Path, tokens: st
 
 
 def probe_codec(config: dict[str, Any], label: str, source: str, out: Path, tokens: str | None = None,
-                semantic_codebook: str | None = None) -> dict[str, Any]:
+                semantic_codebook: str | None = None, audiomae: str | None = None) -> dict[str, Any]:
     """Run (or reuse) the probe of one codec (from its token manifest ``tokens`` if given, with the
     k-means run ``semantic_codebook`` if given); returns its ``probe.json`` report plus ``seconds``."""
-    settings = probe_settings(config, source, out / label, tokens, semantic_codebook)
+    settings = probe_settings(config, source, out / label, tokens, semantic_codebook, audiomae)
     report_path = out / label / "probe.json"
     if report_path.is_file():
         report = json.loads(report_path.read_text(encoding="utf-8"))
@@ -109,7 +111,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{args.config}: 'manifest' and at least one entry under 'codecs' are required")
     tokens = config.get("tokens") or {}
     codebooks = config.get("semantic_codebooks") or {}
-    for key, mapping, what in (("tokens", tokens, "token manifests"), ("semantic_codebooks", codebooks, "k-means runs")):
+    audiomae_runs = config.get("audiomae_runs") or {}
+    for key, mapping, what in (("tokens", tokens, "token manifests"), ("semantic_codebooks", codebooks, "k-means runs"),
+                               ("audiomae_runs", audiomae_runs, "AudioMAE runs")):
         if not isinstance(mapping, dict):
             raise SystemExit(f"{args.config}: '{key}' must map codec labels to {what}")
         strays = sorted(str(label) for label, path in mapping.items() if path and label not in (config.get("codecs") or {}))
@@ -119,10 +123,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     split = str(config.get("report_split", "test"))
     reports = {}
     for label, source in codecs.items():
-        manifest, codebook = tokens.get(label), codebooks.get(label)
+        manifest, codebook, audiomae = tokens.get(label), codebooks.get(label), audiomae_runs.get(label)
         try:
             reports[label] = probe_codec(config, str(label), str(source), out, str(manifest) if manifest else None,
-                                         str(codebook) if codebook else None)
+                                         str(codebook) if codebook else None, str(audiomae) if audiomae else None)
         except ValueError as error:  # a configuration problem (unknown codec, no training clips...)
             raise SystemExit(f"[probe {label}] {error}") from None
     table = combined_table(reports, split)

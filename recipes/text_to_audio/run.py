@@ -35,8 +35,8 @@ import torch
 from lm.api import AudioGenerator
 from recipes.continuation import pipeline
 from recipes.continuation.measure import PROPERTIES, fraction_table, matches, measure, stated_properties
-from recipes.config import load_recipe_config
 from recipes.tokenize.tokenize_corpus import evenly_spaced
+from semanticodec_lm.training.config import load_recipe_config
 
 EVALUATE_DEFAULTS = {"split": "test", "captions": 48, "kinds": None, "seconds": 5.0, "cfg_scales": [1.0, 3.0, 5.0],
                      "temperature": 1.0, "top_k": None, "top_p": None, "batch_size": 8, "decode_steps": 10,

@@ -39,8 +39,8 @@ from codec.audio import load_audio
 from codec.config import SAMPLE_RATE
 from codec.model import SemantiCodec
 from codec.tokenfile import TokenFileError, load_tokens, save_tokens
-from recipes.data.manifest import ManifestError, read_manifest, write_manifest, write_text_atomic
-from recipes.config import load_recipe_config
+from semanticodec_lm.corpus.manifest import ManifestError, read_manifest, write_manifest, write_text_atomic
+from semanticodec_lm.training.config import load_recipe_config
 
 KNOWN_KEYS = {"manifest", "out", "codec", "splits", "limit", "domains", "synthetic", "shard_size",
               "encode_batch_size", "num_workers", "channel_policy", "trainer"}

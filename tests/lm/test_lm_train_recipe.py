@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lm.module import warmup_cosine
-from recipes.lm.train import load_config
+from semanticodec_lm.training.runs import load_config
 from recipes.lm.train import main as train_main
 from recipes.lm.train_text_tokenizer import main as train_tokenizer_main
 

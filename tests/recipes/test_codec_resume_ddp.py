@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipes.codec.common import parse_args, run_stage
+from semanticodec_lm.training.codec_stages import parse_args, run_stage
 from recipes.codec.train_audiomae import AudioMAEModule
 from recipes.data.build import build_corpus
 from recipes.data.clips import ClipSettings
@@ -104,7 +104,7 @@ def test_killed_run_resumes_at_the_saved_step_and_optimizer_state(corpus, tmp_pa
         return modules[0]
 
     config = parse_args("", args(corpus, run_dir, *overrides, f"trainer.max_steps={saved['global_step'] + 2}",
-                                 "logger=none"))
+                                 "logger=none"), extra_sections=("probe",))
     report = run_stage(config, build)
     step, state = modules[0].start
     assert step == report["start_step"] == saved["global_step"]

@@ -8,7 +8,7 @@ import torch
 
 from codec.config import SEGMENT_SAMPLES, get_config
 from codec.model import SemantiCodec
-from recipes.codec.common import read_weights, segment_fbank
+from semanticodec_lm.training.codec_stages import read_weights, segment_fbank
 from recipes.codec.export import export
 from recipes.codec.train_audiomae import AudioMAEModule, probe_accuracy
 from recipes.codec.train_audiomae import main as audiomae_main
@@ -21,7 +21,7 @@ from recipes.codec.train_vocoder import VocoderModule
 from recipes.codec.train_vocoder import main as vocoder_main
 from recipes.data.build import build_corpus
 from recipes.data.clips import ClipSettings
-from recipes.data.datasets import ManifestDataset, collate_clips
+from semanticodec_lm.corpus.datasets import ManifestDataset, collate_clips
 from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
 
@@ -250,7 +250,7 @@ def test_stage_weights_fit_configs_that_agree_on_what_the_stage_depends_on(tmp_p
     import dataclasses
 
     from codec.config import get_config
-    from recipes.codec.common import write_weights
+    from semanticodec_lm.training.codec_stages import write_weights
 
     config = get_config("tiny-100")
     weights = {"encoder.audiomae.x": torch.zeros(2)}

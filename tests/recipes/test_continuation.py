@@ -158,9 +158,9 @@ def test_every_recipe_config_names_its_command_and_loads(config):
     from lm.config import lm_config
     from lm.data import max_sequence_length
     from recipes.continuation.pipeline import RECIPE_KEYS, config_path
-    from recipes.lm.train import load_config as load_train_config
+    from semanticodec_lm.training.runs import load_config as load_train_config
     from recipes.probe.run import KNOWN_KEYS as PROBE_KEYS
-    from recipes.config import flatten_overrides, load_recipe_config
+    from semanticodec_lm.training.config import flatten_overrides, load_recipe_config
     from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
 
     recipe = config.parent.parent.name

@@ -15,12 +15,12 @@ import soundfile
 
 from recipes.data.build import build_corpus, main
 from recipes.data.clips import ClipSettings
-from recipes.data.manifest import read_manifest, validate_manifest
+from semanticodec_lm.corpus.manifest import read_manifest, validate_manifest
 from recipes.data.recording import Recording
 from recipes.data.sources.base import Job
 from recipes.data.sources.effects import BucklespringTyping
 from recipes.data.sources.music import GameMusic
-from recipes.data.splits import split_for
+from semanticodec_lm.corpus.splits import split_for
 from recipes.data.world.family import SyntheticWorld
 
 PURE = ("tone", "chord", "melody", "drums", "noise", "beeps")

@@ -12,7 +12,7 @@ import soundfile
 from recipes.data.build import build_corpus
 from recipes.data.clips import ClipSettings
 from recipes.data.install import run_command
-from recipes.data.manifest import read_manifest, validate_manifest
+from semanticodec_lm.corpus.manifest import read_manifest, validate_manifest
 from recipes.data.sources.base import Problems
 from recipes.data.world import family as world_family
 from recipes.data.world.family import SyntheticWorld

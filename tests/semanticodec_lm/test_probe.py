@@ -188,6 +188,9 @@ def test_run_probe_with_a_semantic_codebook_of_another_rate(tmp_path):
     _write_manifest(tmp_path, np.random.default_rng(0))
     from dataclasses import replace
 
+    from safetensors.torch import save_file
+
+    save_file({"decoder.x": torch.zeros(1)}, str(tmp_path / "vae.safetensors"), metadata={"codec_config": "tiny-100"})
     settings = probe.ProbeSettings(output=str(tmp_path / "out"), manifest=str(tmp_path / "manifest.jsonl"),
                                    model=str(folder), tasks=("domain",), semantic_codebook=str(kmeans_run))
     probe.run_probe(settings)
@@ -196,11 +199,27 @@ def test_run_probe_with_a_semantic_codebook_of_another_rate(tmp_path):
     assert {r["features"] for r in report["results"]} == {"semantic", "continuous", "mel-kmeans"}
     assert report["mel_kmeans_centroids"] == 8  # the codebook's vocabulary, not the codec's
 
-    from safetensors.torch import save_file
+    # Another AudioMAE of the same size (a training run's weights) gives other continuous features.
+    from codec.config import get_config
+    from codec.semantic import AudioMAE
+
+    torch.manual_seed(5)
+    other = AudioMAE(get_config("tiny-100").audiomae)
+    save_file({f"encoder.audiomae.{key}": value for key, value in other.state_dict().items()},
+              str(tmp_path / "audiomae.safetensors"))
+    probe.run_probe(replace(settings, output=str(tmp_path / "out2"), audiomae=str(tmp_path / "audiomae.safetensors")))
+    swapped = json.loads((tmp_path / "out2" / "probe.json").read_text())
+    assert swapped["audiomae"].endswith("audiomae.safetensors")
+    with pytest.raises(ValueError, match="--audiomae needs --semantic-codebook"):
+        probe.run_probe(replace(settings, semantic_codebook=None, audiomae=str(tmp_path / "audiomae.safetensors")))
+    with pytest.raises(ValueError, match="not an AudioMAE run"):
+        probe.run_probe(replace(settings, output=str(tmp_path / "bad"), audiomae=str(tmp_path / "vae.safetensors")))
+    save_file({"encoder.audiomae.model.cls_token": torch.zeros(1, 1, 3)}, str(tmp_path / "small.safetensors"))
+    with pytest.raises(ValueError, match="does not fit"):
+        probe.run_probe(replace(settings, output=str(tmp_path / "bad"), audiomae=str(tmp_path / "small.safetensors")))
 
     (tmp_path / "other").mkdir()
     _, wide = _tiny_codec_and_kmeans(tmp_path / "other", "small-50")
-    save_file({"decoder.x": torch.zeros(1)}, str(tmp_path / "vae.safetensors"), metadata={"codec_config": "tiny-100"})
     for source, message in ((wide, "do not fit"), (tmp_path / "missing", "cannot read"),
                             (tmp_path / "vae.safetensors", "not a k-means codebook")):
         with pytest.raises(ValueError, match=message):

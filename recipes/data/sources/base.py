@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from recipes.data.recording import Recording
-from recipes.data.splits import split_for
+from semanticodec_lm.corpus.splits import split_for
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from recipes.data.audio import decode_audio
 from recipes.data.recording import Recording
 from recipes.data.sources.archives import ArchiveError, read_rcc
 from recipes.data.sources.base import Job, Problems, words_from_name
-from recipes.data.splits import archive_item, split_for
+from semanticodec_lm.corpus.splits import archive_item, split_for
 
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac")
 ANIMAL_SOUNDS = {"cat": "meowing", "chickens": "clucking", "cow": "mooing", "dog": "barking", "duck": "quacking",

@@ -10,9 +10,9 @@ import torch
 
 from recipes.data.build import build_corpus
 from recipes.data.clips import ClipSettings
-from recipes.data.datasets import CorpusDataModule, EpochSampler, ManifestDataset, collate_clips
+from semanticodec_lm.corpus.datasets import CorpusDataModule, EpochSampler, ManifestDataset, collate_clips
 from recipes.data.install import run_command
-from recipes.data.manifest import ManifestError, read_manifest
+from semanticodec_lm.corpus.manifest import ManifestError, read_manifest
 from recipes.data.world.family import SyntheticWorld
 
 

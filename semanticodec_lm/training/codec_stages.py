@@ -16,7 +16,6 @@ Each rank prints ``CODEC_TRAIN_SUMMARY {json}`` when it finishes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -36,9 +35,9 @@ from codec.config import SEGMENT_SAMPLES, CodecConfig, get_config
 from codec.files import atomic_path
 from codec.frontend import kaldi_fbank
 from lm.module import warmup_cosine
-from recipes.data.datasets import ManifestDataset, collate_clips
-from recipes.config import load_recipe_config
-from recipes.lm.train import SECTIONS, AtomicCheckpointIO, make_logger, optimizer_step, parameter_digest, section
+from semanticodec_lm.corpus.datasets import ManifestDataset, collate_clips
+from semanticodec_lm.training.config import load_recipe_config
+from semanticodec_lm.training.runs import SECTIONS, AtomicCheckpointIO, RunSummary, make_logger, section
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_NAME_KEY = "codec_config"
@@ -77,7 +76,7 @@ class RankEpochSampler(Sampler[tuple[int, int]]):
 class AudioDataModule(L.LightningDataModule):
     """Random crops of the corpus ``train`` split (validation on ``valid``; ``test`` is never read).
 
-    Batches are dicts from :func:`recipes.data.datasets.collate_clips`: ``audio`` float32
+    Batches are dicts from :func:`semanticodec_lm.corpus.datasets.collate_clips`: ``audio`` float32
     [B, segment_samples] (zero-padded past ``length``), ``length`` int64 [B], ``domain`` list[str].
     Run the Trainer with ``use_distributed_sampler=False``: each rank picks its own clips.
     """
@@ -286,28 +285,6 @@ class ConsoleProgress(L.Callback):
         self.started = time.monotonic()
 
 
-class StageSummary(L.Callback):
-    """Where training started (global and optimizer step) and what this rank trained on."""
-
-    def __init__(self) -> None:
-        self.start_step = self.start_optimizer_step = self.batches = 0
-        self.first_batch = ""
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.start_step, self.start_optimizer_step = trainer.global_step, optimizer_step(trainer)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not self.batches:
-            self.first_batch = hashlib.sha256(batch["audio"].cpu().numpy().tobytes()).hexdigest()[:16]
-        self.batches += 1
-
-    def report(self, trainer) -> dict:
-        return {"rank": trainer.global_rank, "world_size": trainer.world_size, "start_step": self.start_step,
-                "start_optimizer_step": self.start_optimizer_step, "global_step": trainer.global_step,
-                "optimizer_step": optimizer_step(trainer), "batches": self.batches,
-                "first_batch": self.first_batch, "parameters": parameter_digest(trainer.lightning_module)}
-
-
 def parse_args(description: str, argv: list[str] | None, extra_sections: tuple[str, ...] = ()) -> dict:
     """``--config FILE [section.key=value ...]`` -> the config dict (see the stage YAML headers);
     ``extra_sections``: top-level keys a stage reads besides the common ones."""
@@ -340,7 +317,7 @@ def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
         dirpath=checkpoint_dir, filename="step{step}", auto_insert_metric_name=False, save_last=True,
         enable_version_counter=False, **section(config, "checkpoint", ModelCheckpoint),
     )
-    summary = StageSummary()
+    summary = RunSummary("audio")
     trainer_options = dict(config.get("trainer") or {})
     progress = ConsoleProgress(module.stage, int(trainer_options.get("log_every_n_steps", 50)))
     trainer = L.Trainer(

@@ -25,8 +25,8 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from recipes.data.manifest import DOMAINS, SAMPLE_RATE, ManifestError, read_manifest, validate_row
-from recipes.data.splits import SPLITS
+from semanticodec_lm.corpus.manifest import DOMAINS, SAMPLE_RATE, ManifestError, read_manifest, validate_row
+from semanticodec_lm.corpus.splits import SPLITS
 
 
 class ManifestDataset(Dataset):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from codec.files import write_text_atomic
-from recipes.data.splits import SPLITS
+from semanticodec_lm.corpus.splits import SPLITS
 
 DOMAINS = ("speech", "music", "sfx")
 SAMPLE_RATE = 16000
