@@ -32,6 +32,7 @@ import torch
 from codec.audio import AudioError, load_audio, write_audio
 from codec.config import SAMPLE_RATE
 from codec.frontend import log_mel_64
+from codec.tokenfile import SUFFIX as TOKEN_SUFFIX
 from codec.tokenfile import save_tokens
 from lm.api import AudioGenerator
 
@@ -130,7 +131,7 @@ class Demo:
         audio = torch.cat(chunks)
         folder = self._new_folder()
         stem = Path(name).stem or "clip"
-        token_file = folder / f"{stem}.tokens.safetensors"
+        token_file = folder / f"{stem}{TOKEN_SUFFIX}"
         save_tokens(token_file, tokens, lengths, self.codec.config, extra={"source": name})
         wav = folder / f"{stem}.reconstruction.wav"
         write_audio(wav, audio)
@@ -159,7 +160,7 @@ class Demo:
             message = str(error)
             raise gr.Error(message.replace(str(prompt), name) if name else message) from None
         folder = self._new_folder()
-        token_file = folder / "generated.tokens.safetensors"
+        token_file = folder / f"generated{TOKEN_SUFFIX}"
         save_tokens(token_file, tokens.tokens, tokens.lengths, self.codec.config,
                     extra={"text": caption, "prompt": name, "seed": int(seed)})
         return (SAMPLE_RATE, _int16(audio[0, 0])), str(token_file)

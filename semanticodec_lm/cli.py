@@ -26,10 +26,11 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from codec.config import SAMPLE_RATE
 from codec.files import atomic_path
+from codec.tokenfile import SUFFIX as TOKEN_SUFFIX
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".oga"}
-TOKEN_SUFFIX = ".tokens.safetensors"
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -197,7 +198,7 @@ def run_encode(args) -> int:
                 continue
             tokens, lengths = codec.encode_waveforms([wave for _, _, wave in loaded], precision=args.precision)
             for (path, target, wave), item, length in zip(loaded, tokens.cpu(), lengths.cpu()):
-                extra = {"source": str(path), "source_seconds": wave.numel() / 16000}
+                extra = {"source": str(path), "source_seconds": wave.numel() / SAMPLE_RATE}
                 try:
                     save_tokens(target, item[None, :length], length[None], codec.config, extra=extra)
                 except (OSError, RuntimeError) as error:  # a directory in the way, a read-only place, a full disk
@@ -235,7 +236,7 @@ class AtomicWavWriter:
     """Write a mono 16-kHz wav progressively (:func:`codec.files.atomic_path`): renamed into place by
     ``commit``, deleted by ``abort``."""
 
-    def __init__(self, path: Path, sample_rate: int = 16000) -> None:
+    def __init__(self, path: Path, sample_rate: int = SAMPLE_RATE) -> None:
         # A killed run (SIGKILL, power loss) cannot clean up: its partial file goes when the output is redone.
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp.wav"):
             stale.unlink(missing_ok=True)

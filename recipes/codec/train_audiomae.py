@@ -21,6 +21,7 @@ import os
 import lightning as L
 import torch
 
+from codec.config import SAMPLE_RATE
 from codec.semantic import AudioMAE, tokens_per_time_step
 from codec.training.mae import mae_loss
 from semanticodec_lm.corpus.datasets import ManifestDataset
@@ -83,7 +84,7 @@ class FeatureProbe(L.Callback):
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[: self.clips]
         items = [dataset[int(index)] for index in order]
         fbank = segment_fbank(torch.stack([item["audio"] for item in items]))
-        patches = [max(1, min(512, round(int(item["length"]) / 16000 * PATCHES_PER_SECOND))) for item in items]
+        patches = [max(1, min(512, round(int(item["length"]) / SAMPLE_RATE * PATCHES_PER_SECOND))) for item in items]
         return fbank, patches, [dataset.rows[int(index)] for index in order]
 
     @torch.no_grad()

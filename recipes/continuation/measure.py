@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from codec.config import SAMPLE_RATE
 from codec.frontend import log_mel_64
 from codec.metrics import pitch_hz
 from semanticodec_lm.probe import pool, train_linear_probe
 
-SAMPLE_RATE = 16000
 PROPERTIES = ("pitch", "tempo", "colour", "class")
 NOISE_SLOPES = {"white": 0.0, "pink": -1.0, "brown": -2.0, "blue": 1.0}
 PITCH_KINDS = ("tone", "beeps")

@@ -18,7 +18,8 @@ import soundfile
 import torch
 import torchaudio.functional as audio_functional
 
-SAMPLE_RATE = 16000
+from codec.config import SAMPLE_RATE
+
 TARGET_LUFS = -23.0
 PEAK_LIMIT = 10 ** (-1.0 / 20)  # -1 dBFS
 SILENCE_LUFS = -60.0

@@ -38,13 +38,14 @@ from torch.utils.data import DataLoader, Dataset
 from codec.audio import load_audio
 from codec.config import SAMPLE_RATE
 from codec.model import SemantiCodec
+from codec.tokenfile import SUFFIX as TOKEN_SUFFIX
 from codec.tokenfile import TokenFileError, load_tokens, save_tokens
 from semanticodec_lm.corpus.manifest import ManifestError, read_manifest, write_manifest, write_text_atomic
+from semanticodec_lm.corpus.splits import SPLITS
 from semanticodec_lm.training.config import load_recipe_config
 
 KNOWN_KEYS = {"manifest", "out", "codec", "splits", "limit", "domains", "synthetic", "shard_size",
               "encode_batch_size", "num_workers", "channel_policy", "trainer"}
-SPLITS = ("train", "valid", "test")
 REPORT = "tokenize_report.json"
 
 
@@ -120,7 +121,7 @@ def plan_shards(rows_by_split: dict[str, list[dict[str, Any]]], shard_size: int,
 
 def shard_paths(out: Path, name: str) -> tuple[Path, Path]:
     """(token file, rows file) of shard ``name``."""
-    return out / "shards" / f"{name}.tokens.safetensors", out / "shards" / f"{name}.json"
+    return out / "shards" / f"{name}{TOKEN_SUFFIX}", out / "shards" / f"{name}.json"
 
 
 def read_finished(out: Path, job: ShardJob) -> dict[str, Any] | None:

@@ -22,11 +22,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from codec.config import SAMPLE_RATE
 from codec.files import write_text_atomic
 from semanticodec_lm.corpus.splits import SPLITS
 
 DOMAINS = ("speech", "music", "sfx")
-SAMPLE_RATE = 16000
 
 _REQUIRED_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,),

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from codec.checkpoints import load_state
-from codec.config import SEGMENT_SAMPLES, CodecConfig, get_config
+from codec.config import SAMPLE_RATE, SEGMENT_SAMPLES, CodecConfig, get_config
 from codec.files import atomic_path
 from codec.frontend import kaldi_fbank
 from lm.module import warmup_cosine
@@ -84,7 +84,7 @@ class AudioDataModule(L.LightningDataModule):
     def __init__(
         self,
         manifest: str | os.PathLike,
-        segment_seconds: float = SEGMENT_SAMPLES / 16000,
+        segment_seconds: float = SEGMENT_SAMPLES / SAMPLE_RATE,
         batch_size: int = 8,
         domains: list[str] | None = None,
         num_workers: int = 0,
