@@ -1,5 +1,8 @@
 """``semanticodec eval``: reconstruct the clips of a manifest with one or more codecs and score them.
 
+From Python: ``run_eval(EvalSettings(manifest=..., output=..., models=("default",)))``; from the
+command line:
+
     semanticodec eval --manifest data/corpus/manifest.jsonl -o eval/ \\
         --model 'ours-{rate}=runs/small-{rate}' --token-rates 100,50,25 --steps 25 --seed 0
 
@@ -20,7 +23,6 @@ reported and skipped for every model (exit status 1); configuration errors raise
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -30,7 +32,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -316,40 +318,48 @@ def pick_plot_clips(clips: list[ManifestClip], count: int) -> set[str]:
     return set(chosen)
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``semanticodec eval`` options to ``parser``."""
-    parser.add_argument("--manifest", required=True, help="JSON Lines manifest (paths relative to its folder)")
-    parser.add_argument("-o", "--output", required=True, help="output folder")
-    parser.add_argument("--model", action="append", default=None,
-                        help="[LABEL=]SOURCE, repeatable; SOURCE: shipped name, save_pretrained folder or "
-                             "official-<rate>-<vocab>; {rate} expands over --token-rates (default: default)")
-    parser.add_argument("--token-rates", default=None,
-                        help="comma-separated token rates, e.g. 100,50,25: expands {rate} and filters models")
-    parser.add_argument("--checkpoint-path", default=None,
-                        help="folder laid out like the official hub repository (official models; may hold {rate})")
-    parser.add_argument("--split", default="test", help="manifest split to evaluate, or 'all' (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips of the split")
-    parser.add_argument("--metrics", default=",".join(METRICS),
-                        help=f"comma-separated subset of {','.join(METRICS)} (default: all; "
-                             f"{','.join(CORE_METRICS)} need no extra packages)")
-    parser.add_argument("--spectrograms", type=int, default=3,
-                        help="comparison images per model (default: %(default)s)")
-    parser.add_argument("--save-audio", action="store_true", help="also write the reconstructions as wav files")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=50, help="diffusion steps (default: %(default)s)")
-    parser.add_argument("--cfg-scale", type=float, default=2.0, help="classifier-free guidance (default: %(default)s)")
-    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="ddim", help="(default: %(default)s)")
-    parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise; 0 is deterministic (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=4, help="decoder windows per batch (default: %(default)s)")
+@dataclass(frozen=True)
+class EvalSettings:
+    """What ``semanticodec eval`` does: reconstruct the ``split`` clips of ``manifest`` with every codec
+    of ``models`` and score them into ``output``.
 
+    ``models``: ``[LABEL=]SOURCE`` strings (a ``{rate}`` placeholder expands over ``token_rates``);
+    ``metrics``: names from ``METRICS``; ``spectrograms``: comparison images per model; the decoder
+    settings (``steps``, ``cfg_scale``, ``sampler``, ``eta``, ``seed``, ``batch_size``) are those of
+    :meth:`codec.model.SemantiCodec.decode`.
+    """
 
-def _metric_names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(METRICS))
-    if unknown or not names:
-        raise ValueError(f"--metrics: unknown metric(s) {unknown or text!r}; choose from {','.join(METRICS)}")
-    return names
+    manifest: str
+    output: str
+    models: tuple[str, ...] = ("default",)
+    token_rates: tuple[int, ...] | None = None
+    checkpoint_path: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    metrics: tuple[str, ...] = METRICS
+    spectrograms: int = 3
+    save_audio: bool = False
+    device: str = "cpu"
+    steps: int = 50
+    cfg_scale: float = 2.0
+    sampler: str = "ddim"
+    eta: float = 1.0
+    seed: int = 0
+    batch_size: int = 4
+
+    def check(self) -> None:
+        """Raise ValueError naming the setting that is wrong."""
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown or not self.metrics:
+            raise ValueError(f"--metrics: unknown metric(s) {unknown or list(self.metrics)}; "
+                             f"choose from {','.join(METRICS)}")
+        if self.token_rates is not None and (not self.token_rates or
+                                             any(rate not in TOKEN_RATES for rate in self.token_rates)):
+            raise ValueError(f"--token-rates must be taken from {TOKEN_RATES}, got {list(self.token_rates)}")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"--limit must be a positive number of clips, got {self.limit}")
+        if self.spectrograms < 0:
+            raise ValueError(f"--spectrograms must be 0 or more, got {self.spectrograms}")
 
 
 def load_codec(spec: ModelSpec, device: str):
@@ -362,10 +372,10 @@ def load_codec(spec: ModelSpec, device: str):
 class _Evaluator:
     """Reconstructs and scores clips for one run; caches decoded originals and recogniser output."""
 
-    def __init__(self, args: argparse.Namespace, names: list[str], out_dir: Path) -> None:
+    def __init__(self, settings: EvalSettings, names: list[str], out_dir: Path) -> None:
         from codec.audio import load_audio
 
-        self.args, self.names, self.out_dir = args, names, out_dir
+        self.settings, self.names, self.out_dir = settings, names, out_dir
         self.load_audio = load_audio
         self.recognizer = metrics.SpeechRecognizer() if "wer" in names else None
         self.original_hypotheses: dict[str, str] = {}
@@ -386,7 +396,7 @@ class _Evaluator:
         return wave
 
     def run_clip(self, codec, spec: ModelSpec, clip: ManifestClip, wave: torch.Tensor, plot: bool) -> dict[str, Any]:
-        args, config = self.args, codec.config
+        args, config = self.settings, codec.config
         started = time.perf_counter()
         tokens, lengths = codec.encode_waveforms([wave.to(codec.device)])
         encoded = time.perf_counter()
@@ -436,16 +446,17 @@ def _clips_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    """Run ``semanticodec eval`` (options from :func:`add_eval_arguments`); returns 0, or 1 if clips were skipped.
+def run_eval(settings: EvalSettings) -> int:
+    """Reconstruct and score as ``settings`` say; writes ``clips.csv``, ``results.json`` and
+    ``results.md`` (and spectrograms, audio) to ``settings.output``; returns 0, or 1 if clips were skipped.
 
     Raises ValueError (or MissingEvalDependency) for a configuration problem before any decoding.
     """
-    names = _metric_names(args.metrics)
-    token_rates = parse_token_rates(args.token_rates) if args.token_rates else None
-    specs = parse_model_specs(args.model or ["default"], token_rates, args.checkpoint_path)
-    if args.limit is not None and args.limit <= 0:
-        raise ValueError(f"--limit must be a positive number of clips, got {args.limit}")
+    settings.check()
+    args = settings
+    names = list(settings.metrics)
+    token_rates = list(settings.token_rates) if settings.token_rates else None
+    specs = parse_model_specs(settings.models or ["default"], token_rates, settings.checkpoint_path)
     metrics.check_dependencies(names)
     clips, problems = read_manifest_clips(args.manifest, args.split, args.limit)
     for problem in problems:
@@ -479,9 +490,8 @@ def run_eval(args: argparse.Namespace) -> int:
     for clip_id, reason in evaluator.bad.items():
         tqdm.write(f"error: skipped {clip_id}: {reason}", file=sys.stderr)
     aggregates = aggregate(rows) if rows else []
-    settings = {key: value for key, value in vars(args).items()
-                if isinstance(value, (str, int, float, list, type(None)))}
-    report = {"settings": settings, "models": models, "clips": rows, "aggregates": aggregates,
+    recorded = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(settings).items()}
+    report = {"settings": recorded, "models": models, "clips": rows, "aggregates": aggregates,
               "skipped": [{"clip": clip_id, "reason": reason} for clip_id, reason in evaluator.bad.items()],
               "manifest_problems": problems}
     write_text_atomic(out_dir / "clips.csv", _clips_csv(rows))
@@ -490,19 +500,3 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"evaluated {len({row['clip'] for row in rows})} clip(s) with {len(models)} model(s), "
           f"skipped {len(evaluator.bad)} -> {out_dir}")
     return 1 if evaluator.bad else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m codec.evaluate ...``: the same as ``semanticodec eval``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="semanticodec eval", description=__doc__.split("\n\n")[0])
-    add_eval_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_eval(args)
-    except (ValueError, OSError, KeyError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

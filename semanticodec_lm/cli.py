@@ -88,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(reconstruct)
     _add_decode_args(reconstruct)
 
-    from codec.evaluate import add_eval_arguments
     from lm.api import add_generate_arguments
 
     add_eval_arguments(commands.add_parser("eval", help="reconstruct a manifest's clips and score them"))
@@ -359,10 +358,52 @@ def run_reconstruct(args) -> int:
     return 1 if failures else 0
 
 
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``semanticodec eval`` options (:class:`codec.evaluate.EvalSettings`)."""
+    from codec.evaluate import CORE_METRICS, METRICS
+
+    parser.add_argument("--manifest", required=True, help="JSON Lines manifest (paths relative to its folder)")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--model", action="append", default=None,
+                        help="[LABEL=]SOURCE, repeatable; SOURCE: shipped name, save_pretrained folder or "
+                             "official-<rate>-<vocab>; {rate} expands over --token-rates (default: default)")
+    parser.add_argument("--token-rates", default=None,
+                        help="comma-separated token rates, e.g. 100,50,25: expands {rate} and filters models")
+    parser.add_argument("--checkpoint-path", default=None,
+                        help="folder laid out like the official hub repository (official models; may hold {rate})")
+    parser.add_argument("--split", default="test", help="manifest split to evaluate, or 'all' (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips of the split")
+    parser.add_argument("--metrics", default=",".join(METRICS),
+                        help=f"comma-separated subset of {','.join(METRICS)} (default: all; "
+                             f"{','.join(CORE_METRICS)} need no extra packages)")
+    parser.add_argument("--spectrograms", type=int, default=3,
+                        help="comparison images per model (default: %(default)s)")
+    parser.add_argument("--save-audio", action="store_true", help="also write the reconstructions as wav files")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=50, help="diffusion steps (default: %(default)s)")
+    parser.add_argument("--cfg-scale", type=float, default=2.0, help="classifier-free guidance (default: %(default)s)")
+    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="ddim", help="(default: %(default)s)")
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise; 0 is deterministic (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=4, help="decoder windows per batch (default: %(default)s)")
+
+
+def eval_settings(args: argparse.Namespace):
+    """The :class:`codec.evaluate.EvalSettings` of parsed ``semanticodec eval`` options."""
+    from codec.evaluate import EvalSettings, parse_token_rates
+
+    return EvalSettings(
+        manifest=args.manifest, output=args.output, models=tuple(args.model or ["default"]),
+        token_rates=tuple(parse_token_rates(args.token_rates)) if args.token_rates else None,
+        checkpoint_path=args.checkpoint_path, split=args.split, limit=args.limit, metrics=_names(args.metrics),
+        spectrograms=args.spectrograms, save_audio=args.save_audio, device=args.device, steps=args.steps,
+        cfg_scale=args.cfg_scale, sampler=args.sampler, eta=args.eta, seed=args.seed, batch_size=args.batch_size)
+
+
 def run_eval(args) -> int:
     from codec.evaluate import run_eval as evaluate
 
-    return evaluate(args)
+    return evaluate(eval_settings(args))
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:

@@ -97,3 +97,8 @@ def test_probe_command_refuses_bad_options_in_one_line(tmp_path, capsys):
     assert status == 2 and "--tasks: unknown task(s) ['mood']" in err and "Traceback" not in err
     assert main(["probe", "--manifest", "m.jsonl", "-o", str(tmp_path / "out"), "--limit", "0"]) == 2
     assert "--limit must be a positive number" in capsys.readouterr().err
+
+
+def test_eval_command_reports_errors_without_traceback(tmp_path, capsys):
+    status = main(["eval", "--manifest", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "out"), "--metrics", "mel"])
+    assert status == 2 and "cannot read manifest" in capsys.readouterr().err
