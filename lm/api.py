@@ -5,8 +5,8 @@
     audio, tokens = generator.generate(text="a steady sine tone at A4", seconds=5, seed=0)
 
 ``audio`` is float32 [B, 1, N] at 16 kHz, ``tokens`` the codec tokens (prompt included). The same
-from the command line: ``semanticodec generate --text "..." --seconds 5 -o out.wav`` (see
-:func:`add_generate_arguments`), which also writes ``out.tokens.safetensors``.
+from the command line: ``semanticodec generate --text "..." --seconds 5 -o out.wav`` (the CLI's
+``run_generate``), which also writes ``out.tokens.safetensors`` (:func:`tokens_path_for`).
 
 An LM folder (what ``from_pretrained`` reads, :func:`export_checkpoint` and ``save_pretrained``
 write) holds ``config.json`` (format, the :class:`~lm.config.LMConfig`, the identity of the codec
@@ -17,7 +17,6 @@ and, for a text-conditioned model, ``text.model`` (sentencepiece). Shipped folde
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -28,12 +27,11 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 from safetensors import SafetensorError
-from tqdm import tqdm
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 from codec.arguments import check_float
-from codec.audio import AudioError, audio_info
+from codec.audio import audio_info
 from codec.config import SAMPLE_RATE
 from codec.files import atomic_path, write_bytes_atomic, write_text_atomic
 from codec.model import SemantiCodec, Tokens, precision_context
@@ -453,79 +451,11 @@ class AudioGenerator:
 
 
 # Command line ------------------------------------------------------------------------------------
-def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``semanticodec generate`` options to ``parser``."""
-    parser.add_argument("--text", default=None, help="caption to generate from")
-    parser.add_argument("--prompt", default=None, help="audio file to continue (its reconstruction comes first)")
-    shipped = folder_max_seconds("default")
-    parser.add_argument("--seconds", type=float, default=5.0,
-                        help="seconds of new audio; prompt + new audio must fit the LM"
-                             + (f" (the shipped LM holds {shipped:.1f} s)" if shipped else "") + " (default: %(default)s)")
-    parser.add_argument("-o", "--output", required=True,
-                        help="output .wav; the tokens go next to it as <name>.tokens.safetensors")
-    parser.add_argument("--model", default="default",
-                        help="LM folder or shipped LM name (default: %(default)s)")
-    parser.add_argument("--codec", default=None,
-                        help="codec name or folder (default: the codec the LM was trained with)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the LM sampling and the decoder noise (default: random)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="(default: %(default)s)")
-    parser.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default: all)")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: off)")
-    parser.add_argument("--cfg-scale", type=float, default=None,
-                        help=f"classifier-free guidance on the text "
-                             f"(default: {DEFAULT_TEXT_CFG_SCALE:g} with --text, 1 without)")
-    parser.add_argument("--decode-steps", type=int, default=25, help="diffusion decoder steps (default: %(default)s)")
-    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="dpmpp2m", help="(default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="fp32, or bf16 autocast: faster on AMX / AVX512-BF16 CPUs and GPUs (default: %(default)s)")
-
-
-def _progress(bar: tqdm, done: int, total: int) -> None:
-    """Move a progress bar to ``done`` of ``total`` (callbacks report totals so far, not increments)."""
-    bar.total = total
-    bar.update(done - bar.n)
-
-
 def tokens_path_for(wav: str | os.PathLike) -> Path:
     """Where the tokens of ``out.wav`` go: ``out.tokens.safetensors`` in the same folder."""
     wav = Path(wav)
     return wav.with_name(wav.stem + ".tokens.safetensors")
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    """Run ``semanticodec generate`` (options from :func:`add_generate_arguments`); returns 0.
-
-    Raises ValueError (or a subclass) with a one-line message for bad options or inputs.
-    """
-    from codec.audio import write_audio
-    from codec.tokenfile import save_tokens
-
-    output = Path(args.output)
-    if output.suffix.lower() != ".wav":
-        raise ValueError(f"-o {output}: the output must be a .wav file")
-    if args.prompt is not None and not Path(args.prompt).is_file():
-        raise AudioError(args.prompt, "a folder, not an audio file" if Path(args.prompt).is_dir() else "no such prompt file")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    generator = AudioGenerator.from_pretrained(args.model, codec=args.codec, device=args.device)
-    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-    with tqdm(desc="LM", unit="id") as lm_bar, tqdm(desc="decode", unit="window") as decode_bar:
-        audio, tokens = generator.generate(
-            text=args.text, prompt=args.prompt, seconds=args.seconds, seed=seed, temperature=args.temperature,
-            top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale, decode_steps=args.decode_steps,
-            sampler=args.sampler, precision=args.precision,
-            on_step=lambda done, total: _progress(lm_bar, done, total),
-            on_window=lambda done, total: _progress(decode_bar, done, total),
-        )
-    write_audio(output, audio[0, 0])
-    extra = {"text": args.text, "prompt": args.prompt, "seconds": args.seconds, "seed": seed, "model": str(args.model),
-             "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg_scale}
-    token_file = tokens_path_for(output)
-    save_tokens(token_file, tokens.tokens, tokens.lengths, generator.codec.config, extra=extra)
-    print(f"wrote {output} ({audio.shape[-1] / SAMPLE_RATE:.2f} s) and {token_file} (seed {seed})")
-    return 0
-
-
-__all__ = ["AudioGenerator", "GeneratedAudio", "LMFolder", "LMFolderError", "add_generate_arguments",
-           "export_checkpoint", "load_lm_folder", "run_generate", "save_lm_folder", "tokens_path_for"]
+__all__ = ["AudioGenerator", "GeneratedAudio", "LMFolder", "LMFolderError", "export_checkpoint", "load_lm_folder",
+           "save_lm_folder", "tokens_path_for"]

@@ -88,8 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(reconstruct)
     _add_decode_args(reconstruct)
 
-    from lm.api import add_generate_arguments
-
     add_eval_arguments(commands.add_parser("eval", help="reconstruct a manifest's clips and score them"))
     add_probe_arguments(commands.add_parser("probe", help="linear/MLP probes on pooled token embeddings"))
     add_generate_arguments(commands.add_parser("generate", help="caption or prompt clip -> generated wav + tokens"))
@@ -449,10 +447,74 @@ def run_probe(args) -> int:
         limit=args.limit, kmeans_frames=args.kmeans_frames, seed=args.seed))
 
 
-def run_generate(args) -> int:
-    from lm.api import run_generate as generate
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``semanticodec generate`` options (:meth:`lm.api.AudioGenerator.generate`)."""
+    from lm.api import DEFAULT_TEXT_CFG_SCALE, folder_max_seconds
 
-    return generate(args)
+    parser.add_argument("--text", default=None, help="caption to generate from")
+    parser.add_argument("--prompt", default=None, help="audio file to continue (its reconstruction comes first)")
+    shipped = folder_max_seconds("default")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="seconds of new audio; prompt + new audio must fit the LM"
+                             + (f" (the shipped LM holds {shipped:.1f} s)" if shipped else "") + " (default: %(default)s)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output .wav; the tokens go next to it as <name>.tokens.safetensors")
+    parser.add_argument("--model", default="default",
+                        help="LM folder or shipped LM name (default: %(default)s)")
+    parser.add_argument("--codec", default=None,
+                        help="codec name or folder (default: the codec the LM was trained with)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the LM sampling and the decoder noise (default: random)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="(default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default: all)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: off)")
+    parser.add_argument("--cfg-scale", type=float, default=None,
+                        help=f"classifier-free guidance on the text "
+                             f"(default: {DEFAULT_TEXT_CFG_SCALE:g} with --text, 1 without)")
+    parser.add_argument("--decode-steps", type=int, default=25, help="diffusion decoder steps (default: %(default)s)")
+    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="dpmpp2m", help="(default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="fp32, or bf16 autocast: faster on AMX / AVX512-BF16 CPUs and GPUs (default: %(default)s)")
+
+
+def _progress(bar: tqdm, done: int, total: int) -> None:
+    """Move a progress bar to ``done`` of ``total`` (callbacks report totals so far, not increments)."""
+    bar.total = total
+    bar.update(done - bar.n)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Run ``semanticodec generate`` (options from :func:`add_generate_arguments`): the wav and its tokens
+    beside it; returns 0. Raises ValueError (or a subclass) with a one-line message for bad options or inputs.
+    """
+    from codec.audio import AudioError, write_audio
+    from codec.tokenfile import save_tokens
+    from lm.api import AudioGenerator, tokens_path_for
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".wav":
+        raise ValueError(f"-o {output}: the output must be a .wav file")
+    if args.prompt is not None and not Path(args.prompt).is_file():
+        raise AudioError(args.prompt, "a folder, not an audio file" if Path(args.prompt).is_dir() else "no such prompt file")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    generator = AudioGenerator.from_pretrained(args.model, codec=args.codec, device=args.device)
+    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    with tqdm(desc="LM", unit="id") as lm_bar, tqdm(desc="decode", unit="window") as decode_bar:
+        audio, tokens = generator.generate(
+            text=args.text, prompt=args.prompt, seconds=args.seconds, seed=seed, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale, decode_steps=args.decode_steps,
+            sampler=args.sampler, precision=args.precision,
+            on_step=lambda done, total: _progress(lm_bar, done, total),
+            on_window=lambda done, total: _progress(decode_bar, done, total),
+        )
+    write_audio(output, audio[0, 0])
+    extra = {"text": args.text, "prompt": args.prompt, "seconds": args.seconds, "seed": seed, "model": str(args.model),
+             "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg_scale}
+    token_file = tokens_path_for(output)
+    save_tokens(token_file, tokens.tokens, tokens.lengths, generator.codec.config, extra=extra)
+    print(f"wrote {output} ({audio.shape[-1] / SAMPLE_RATE:.2f} s) and {token_file} (seed {seed})")
+    return 0
 
 
 COMMANDS = {

@@ -17,10 +17,8 @@ from lm.api import (
     PRETRAINED_DIR,
     AudioGenerator,
     LMFolderError,
-    add_generate_arguments,
     export_checkpoint,
     load_lm_folder,
-    run_generate,
     save_lm_folder,
     tokens_path_for,
 )
@@ -28,6 +26,7 @@ from lm.config import lm_config
 from lm.data import collate
 from lm.model import AudioLM
 from lm.text import train_text_tokenizer
+from semanticodec_lm.cli import add_generate_arguments, run_generate
 
 CODEC = get_config("tiny-100")  # 50 frames/s, 320 samples per frame
 CAPTIONS = ["a steady sine tone at A4", "pink noise", "a rock beat drum pattern at 120 bpm"]
