@@ -14,12 +14,10 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -34,9 +32,9 @@ from lm.api import export_checkpoint, load_lm_folder
 from lm.data import TokenSequenceDataset, collate, max_sequence_length
 from lm.data import read_manifest as read_token_rows
 from lm.module import lm_loss
-from recipes.continuation.measure import KindProbe, stated_properties
+from semanticodec_lm.measure import KindProbe, stated_properties
 from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
-from recipes.tokenize.tokenize_corpus import evenly_spaced
+from semanticodec_lm.corpus.manifest import evenly_spaced
 from semanticodec_lm.corpus.manifest import read_manifest
 from semanticodec_lm.training.config import flatten_overrides, load_recipe_config
 from semanticodec_lm.training.runs import load_config as load_train_config
@@ -339,27 +337,6 @@ def fit_kind_probe(corpus_manifest: Path, max_clips: int, seed: int) -> KindProb
 def safe_name(clip_id: str) -> str:
     """A file name for a clip id."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in clip_id).strip("._") or "clip"
-
-
-def log_to_wandb(config: dict[str, Any], folder: Path, metrics: dict[str, Any], tables: dict[str, str]) -> None:
-    """Log metrics and Markdown tables to the wandb run kept in ``folder`` (its ``wandb_id.txt``, made if
-    missing; for the LM recipes the training's run). Offline unless WANDB_API_KEY is set; a no-op unless
-    ``config["logger"]`` is ``wandb``."""
-    if config.get("logger", "wandb") != "wandb":
-        return
-    import wandb
-
-    folder.mkdir(parents=True, exist_ok=True)
-    id_file = folder / "wandb_id.txt"
-    if not id_file.is_file():
-        id_file.write_text(uuid.uuid4().hex[:12])
-    options = dict(config.get("wandb") or {})
-    run = wandb.init(dir=str(folder), id=id_file.read_text().strip(), resume="allow", reinit="finish_previous",
-                     mode="online" if os.environ.get("WANDB_API_KEY") else "offline", **options)
-    run.summary.update({f"eval/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))})
-    for name, markdown in tables.items():
-        run.log({f"eval/{name}": wandb.Html(f"<pre>{markdown}</pre>")})
-    run.finish()
 
 
 def write_results(run_dir: Path, results: dict[str, Any], markdown: str) -> None:

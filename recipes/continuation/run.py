@@ -12,7 +12,7 @@ Steps (each skipped when already done with the same settings, so a killed run re
    ``continue_seconds`` and decode through the diffusion decoder: ``<run_dir>/samples/<clip>.wav``
    holds the prompt's reconstruction followed by the continuation;
 5. measure each clip's stated properties (pitch, tempo, noise colour, kind; see
-   ``recipes/continuation/measure.py``) on the prompt (original audio) and on the continuation, and
+   ``semanticodec_lm/measure.py``) on the prompt (original audio) and on the continuation, and
    count how often the continuation keeps them, next to chance (prompt i against the continuation
    of another clip j) and next to the codec's own reconstruction of the prompt (encoded and decoded
    with the same decoder settings: the most any LM can keep through this codec).
@@ -38,8 +38,9 @@ import torch
 from codec.config import SAMPLE_RATE
 from lm.api import AudioGenerator
 from recipes.continuation import pipeline
-from recipes.continuation.measure import fraction_table, matches, measure, stated_properties
-from recipes.tokenize.tokenize_corpus import evenly_spaced
+from semanticodec_lm.training.runs import log_to_wandb
+from semanticodec_lm.measure import fraction_table, matches, measure, stated_properties
+from semanticodec_lm.corpus.manifest import evenly_spaced
 from semanticodec_lm.training.config import load_recipe_config
 
 EVALUATE_DEFAULTS = {"split": "test", "prompts": 24, "kinds": None, "prompt_seconds": 3.0, "continue_seconds": 5.0,
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kept = {f"keep_{name}": hits / total for name, cells in rates.items()
             for hits, total in [cells["continuation keeps it"]] if total}
     metrics = {**validation, **kept}
-    pipeline.log_to_wandb(config, run_dir / "train", metrics, {"continuation": markdown})
+    log_to_wandb(config, run_dir / "train", metrics, {"continuation": markdown})
     print(markdown, flush=True)
     return results
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from codec.files import write_text_atomic
-from recipes.continuation.pipeline import log_to_wandb
+from semanticodec_lm.training.runs import log_to_wandb
 from semanticodec_lm.probe import FEATURE_SETS, TASKS, ProbeSettings, run_probe, settings_record
 from semanticodec_lm.training.config import load_recipe_config
 

@@ -14,7 +14,7 @@ Steps (each skipped when already done with the same settings, so a killed run re
 5. for each guidance scale in ``cfg_scales``, generate ``seconds`` of audio from the captions of
    synthetic-world clips of the evaluation split and decode it (``<run_dir>/samples/cfg<s>/``);
 6. adherence: the fraction of generated clips whose measured property (note pitch, tempo, noise
-   colour, kind; ``recipes/continuation/measure.py``) is the one the caption states, per scale,
+   colour, kind; ``semanticodec_lm/measure.py``) is the one the caption states, per scale,
    next to the same measurement on the original clips (how reliable the measurement is) and on
    their codec reconstructions (the first ``seconds`` encoded and decoded with the same decoder
    settings: the most any LM can reach through this codec).
@@ -34,8 +34,9 @@ import torch
 
 from lm.api import AudioGenerator
 from recipes.continuation import pipeline
-from recipes.continuation.measure import PROPERTIES, fraction_table, matches, measure, stated_properties
-from recipes.tokenize.tokenize_corpus import evenly_spaced
+from semanticodec_lm.training.runs import log_to_wandb
+from semanticodec_lm.measure import PROPERTIES, fraction_table, matches, measure, stated_properties
+from semanticodec_lm.corpus.manifest import evenly_spaced
 from semanticodec_lm.training.config import load_recipe_config
 
 EVALUATE_DEFAULTS = {"split": "test", "captions": 48, "kinds": None, "seconds": 5.0, "cfg_scales": [1.0, 3.0, 5.0],
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fractions = {f"adherence_{name}_{column.replace(' ', '')}": hits / total
                  for column, cells in scores.items() for name, (hits, total) in cells.items() if total}
     metrics = {**validation, **fractions}
-    pipeline.log_to_wandb(config, run_dir / "train", metrics, {"text_to_audio": markdown})
+    log_to_wandb(config, run_dir / "train", metrics, {"text_to_audio": markdown})
     print(markdown, flush=True)
     return results
 

@@ -40,7 +40,7 @@ from codec.config import SAMPLE_RATE
 from codec.model import SemantiCodec
 from codec.tokenfile import SUFFIX as TOKEN_SUFFIX
 from codec.tokenfile import TokenFileError, load_tokens, save_tokens
-from semanticodec_lm.corpus.manifest import ManifestError, read_manifest, write_manifest, write_text_atomic
+from semanticodec_lm.corpus.manifest import ManifestError, evenly_spaced, read_manifest, write_manifest, write_text_atomic
 from semanticodec_lm.corpus.splits import SPLITS
 from semanticodec_lm.training.config import load_recipe_config
 
@@ -96,13 +96,6 @@ def select_rows(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     if limit is not None:
         chosen = {split: evenly_spaced(candidates, int(limit)) for split, candidates in chosen.items()}
     return chosen
-
-
-def evenly_spaced(items: list, count: int) -> list:
-    """At most ``count`` items spread evenly over ``items`` (all of them when there are fewer), in order."""
-    if len(items) <= count:
-        return list(items)
-    return [items[i * len(items) // count] for i in range(count)]
 
 
 def plan_shards(rows_by_split: dict[str, list[dict[str, Any]]], shard_size: int, codec_hash: str,

@@ -146,3 +146,10 @@ def write_manifest(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]])
     lines = [json.dumps(row, ensure_ascii=False, sort_keys=True) for row in rows]
     write_text_atomic(path, "".join(line + "\n" for line in lines))
     return len(lines)
+
+
+def evenly_spaced(items: list, count: int) -> list:
+    """At most ``count`` items spread evenly over ``items`` (all of them when there are fewer), in order."""
+    if len(items) <= count:
+        return list(items)
+    return [items[i * len(items) // count] for i in range(count)]

@@ -12,6 +12,7 @@ import inspect
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -113,3 +114,24 @@ def make_logger(config: dict, run_dir: Path):
         save_dir=str(run_dir), id=id_file.read_text().strip(), resume="allow",
         offline=not os.environ.get("WANDB_API_KEY"), **options,
     )
+
+
+def log_to_wandb(config: dict[str, Any], folder: Path, metrics: dict[str, Any], tables: dict[str, str]) -> None:
+    """Log metrics and Markdown tables to the wandb run kept in ``folder`` (its ``wandb_id.txt``, made if
+    missing; for the LM recipes the training's run). Offline unless WANDB_API_KEY is set; a no-op unless
+    ``config["logger"]`` is ``wandb``."""
+    if config.get("logger", "wandb") != "wandb":
+        return
+    import wandb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    id_file = folder / "wandb_id.txt"
+    if not id_file.is_file():
+        id_file.write_text(uuid.uuid4().hex[:12])
+    options = dict(config.get("wandb") or {})
+    run = wandb.init(dir=str(folder), id=id_file.read_text().strip(), resume="allow", reinit="finish_previous",
+                     mode="online" if os.environ.get("WANDB_API_KEY") else "offline", **options)
+    run.summary.update({f"eval/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))})
+    for name, markdown in tables.items():
+        run.log({f"eval/{name}": wandb.Html(f"<pre>{markdown}</pre>")})
+    run.finish()

@@ -13,7 +13,7 @@ import torch
 from codec.config import get_config
 from codec.model import SemantiCodec
 from lm.api import AudioGenerator
-from recipes.continuation.measure import (
+from semanticodec_lm.measure import (
     KindProbe,
     estimate_noise_colour,
     estimate_pitch,
