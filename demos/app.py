@@ -144,18 +144,29 @@ class Demo:
     def generate(self, text: str, prompt: str | None, seconds: float, seed: float, temperature: float,
                  top_k: float, top_p: float, cfg_scale: float):
         """Text-to-audio and continuation tabs: -> (audio (rate, int16), token file)."""
+        *_, last = self.stream_generate(text, prompt, seconds, seed, temperature, top_k, top_p, cfg_scale)
+        return last[1:]
+
+    def stream_generate(self, text: str, prompt: str | None, seconds: float, seed: float, temperature: float,
+                        top_k: float, top_p: float, cfg_scale: float) -> Iterator[tuple]:
+        """Text-to-audio and continuation tabs, streamed: the LM samples the tokens, then each decoder
+        window's audio is yielded as ``((rate, int16 chunk), skip, skip)`` as soon as it is decoded; the
+        last item is ``(None, audio (rate, int16), token file)``."""
         caption = text.strip() if text and text.strip() else None
         name = None
         if prompt:  # the generator itself refuses a prompt + seconds the LM cannot hold, from the header
             prompt, _ = checked_upload(prompt, self.max_seconds)
             name = Path(prompt).name
         try:
-            audio, tokens = self.generator.generate(
+            tokens = self.generator.generate_tokens(
                 text=caption, prompt=prompt or None, seconds=float(seconds), seed=int(seed),
                 temperature=float(temperature), top_k=int(top_k) if top_k and top_k > 0 else None,
-                top_p=float(top_p) if top_p and top_p < 1 else None,
-                cfg_scale=float(cfg_scale) if caption else 1.0, decode_steps=self.decode_steps,
-            )
+                top_p=float(top_p) if top_p and top_p < 1 else None, cfg_scale=float(cfg_scale) if caption else 1.0)
+            chunks = []
+            for _, chunk in self.generator.iter_audio(tokens, float(seconds), decode_steps=self.decode_steps,
+                                                      seed=int(seed)):
+                chunks.append(chunk)
+                yield (SAMPLE_RATE, _int16(chunk)), gr.skip(), gr.skip()
         except ValueError as error:  # AudioError, bad settings, a caption for a model without text ...
             message = str(error)
             raise gr.Error(message.replace(str(prompt), name) if name else message) from None
@@ -163,7 +174,7 @@ class Demo:
         token_file = folder / f"generated{TOKEN_SUFFIX}"
         save_tokens(token_file, tokens.tokens, tokens.lengths, self.codec.config,
                     extra={"text": caption, "prompt": name, "seed": int(seed)})
-        return (SAMPLE_RATE, _int16(audio[0, 0])), str(token_file)
+        yield None, (SAMPLE_RATE, _int16(torch.cat(chunks))), str(token_file)
 
 
 def _sampling_controls() -> list:
@@ -199,7 +210,7 @@ def build_app(demo: Demo, concurrency: int = 2) -> gr.Blocks:
                     token_file = gr.File(label="Token file")
                     wav = gr.File(label="Reconstruction (wav)")
             button.click(demo.stream_round_trip, [clip, steps, sampler, seed],
-                         [streamed, reconstruction, stats, figure, token_file, wav])
+                         [streamed, reconstruction, stats, figure, token_file, wav], api_name="round_trip")
         for tab, with_prompt in (("Text to audio", False), ("Continue a clip", True)):
             with gr.Tab(tab):
                 with gr.Row():
@@ -215,9 +226,11 @@ def build_app(demo: Demo, concurrency: int = 2) -> gr.Blocks:
                         sampling = _sampling_controls()
                         button = gr.Button("Generate", variant="primary")
                     with gr.Column():
+                        streamed = gr.Audio(label="Generated audio, playing as it decodes", streaming=True,
+                                            autoplay=True, elem_id="continue-stream" if with_prompt else "tts-stream")
                         output = gr.Audio(label="Generated audio", type="numpy")
                         tokens = gr.File(label="Token file")
-                button.click(demo.generate, [text, prompt, seconds, seed, *sampling], [output, tokens])
+                button.click(demo.stream_generate, [text, prompt, seconds, seed, *sampling], [streamed, output, tokens])
     return app.queue(default_concurrency_limit=concurrency)
 
 

@@ -22,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Sequence
 
 import torch
@@ -403,6 +403,32 @@ class AudioGenerator:
             )
         return Tokens(result.tokens, result.lengths)
 
+    def audio_samples(self, tokens: Tokens, seconds: float) -> list[int]:
+        """Samples of audio each row of generated ``tokens`` stands for: its prompt's reconstruction
+        (the frames before the ``seconds`` of new ones) followed by exactly ``seconds`` of new audio."""
+        new_frames = self.frames_for(seconds)
+        return [self.codec.num_samples([max(0, int(n) - new_frames)])[0] + round(seconds * SAMPLE_RATE)
+                for n in tokens.lengths.tolist()]
+
+    def iter_audio(self, tokens: Tokens, seconds: float, *, decode_steps: int = 25, sampler: str = "dpmpp2m",
+                   seed: int | None = None, precision: str = "fp32",
+                   on_window: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Decode generated ``tokens`` (of :meth:`generate_tokens` with these ``seconds``) progressively:
+        yields ``(row, chunk float32 [n])`` in playback order, a decoder window at a time, each row cut
+        (or zero-padded) to :meth:`audio_samples`: what :meth:`generate` returns, streamed."""
+        self.codec.check_decode_settings(decode_steps, 0.0, sampler, 0.0, 1, precision)
+        totals = self.audio_samples(tokens, seconds)
+        emitted = [0] * len(totals)
+        for row, chunk, is_last in self.codec.iter_decode(tokens.tokens, tokens.lengths, steps=decode_steps,
+                                                          sampler=sampler, seed=seed, precision=precision,
+                                                          on_window=on_window):
+            chunk = chunk.reshape(-1)[: max(0, totals[row] - emitted[row])]
+            if is_last and emitted[row] + chunk.numel() < totals[row]:
+                chunk = torch.cat([chunk, chunk.new_zeros(totals[row] - emitted[row] - chunk.numel())])
+            emitted[row] += chunk.numel()
+            if chunk.numel():
+                yield row, chunk
+
     def generate(
         self,
         text: str | Sequence[str] | None = None,
@@ -439,22 +465,22 @@ class AudioGenerator:
         tokens = self.generate_tokens(text, prompt_tokens, seconds, seed=seed, temperature=temperature,
                                       top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, precision=precision,
                                       on_step=on_step)
-        decoded = self.codec.decode(tokens.tokens, tokens.lengths, steps=decode_steps, sampler=sampler, seed=seed,
-                                    precision=precision, on_window=on_window)
-        prompt_lengths = [0] * len(tokens.lengths) if prompt_tokens is None else prompt_tokens.lengths.tolist()
-        totals = [self.codec.num_samples([n])[0] + round(seconds * SAMPLE_RATE) for n in prompt_lengths]
+        totals = self.audio_samples(tokens, seconds)
         audio = torch.zeros(len(totals), 1, max(totals))
-        for row, total in enumerate(totals):
-            kept = min(total, decoded.shape[-1])
-            audio[row, :, :kept] = decoded[row, :, :kept]
+        filled = [0] * len(totals)
+        for row, chunk in self.iter_audio(tokens, seconds, decode_steps=decode_steps, sampler=sampler, seed=seed,
+                                          precision=precision, on_window=on_window):
+            audio[row, 0, filled[row] : filled[row] + chunk.numel()] = chunk
+            filled[row] += chunk.numel()
         return GeneratedAudio(audio, Tokens(tokens.tokens.cpu(), tokens.lengths.cpu()))
 
 
-# Command line ------------------------------------------------------------------------------------
 def tokens_path_for(wav: str | os.PathLike) -> Path:
     """Where the tokens of ``out.wav`` go: ``out.tokens.safetensors`` in the same folder."""
+    from codec.tokenfile import SUFFIX
+
     wav = Path(wav)
-    return wav.with_name(wav.stem + ".tokens.safetensors")
+    return wav.with_name(wav.stem + SUFFIX)
 
 
 __all__ = ["AudioGenerator", "GeneratedAudio", "LMFolder", "LMFolderError", "export_checkpoint", "load_lm_folder",

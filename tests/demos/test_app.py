@@ -120,3 +120,14 @@ def test_the_streamed_round_trip_plays_window_by_window_and_ends_with_the_whole_
     streamed = np.concatenate([item[0][1] for item in chunks])
     assert last[0] is None and np.array_equal(streamed, last[1][1])
     assert np.array_equal(streamed, demo.round_trip(_clip(tmp_path / "long.wav", 12.0), 1, "dpmpp2m", 0)[0][1])
+
+
+def test_the_streamed_generation_plays_window_by_window_and_ends_with_the_whole_clip(demo):
+    import gradio as gr
+
+    items = list(demo.stream_generate("pink noise", None, 0.5, 3, 1.0, 0, 1.0, 3.0))
+    chunks, last = items[:-1], items[-1]
+    assert chunks and all(isinstance(value, type(gr.skip())) for item in chunks for value in item[1:])
+    streamed = np.concatenate([item[0][1] for item in chunks])
+    assert last[0] is None and np.array_equal(streamed, last[1][1]) and streamed.shape == (8000,)
+    assert np.array_equal(streamed, demo.generate("pink noise", None, 0.5, 3, 1.0, 0, 1.0, 3.0)[0][1])

@@ -254,3 +254,16 @@ def test_a_prompt_too_long_is_refused_from_its_header_before_encoding(tmp_path, 
     monkeypatch.setattr(generator.codec, "encode", lambda *a, **k: pytest.fail("the prompt was encoded"))
     with pytest.raises(ValueError, match="long.wav: 20.00 s of prompt"):
         generator.generate(prompt=str(long_prompt), seconds=1.0)
+
+
+def test_iter_audio_streams_what_generate_returns(generator, assets):
+    audio, tokens = generator.generate(text="pink noise", seconds=0.5, seed=3, decode_steps=1)
+    chunks = list(generator.iter_audio(tokens, 0.5, decode_steps=1, seed=3))
+    assert {row for row, _ in chunks} == {0}
+    assert torch.equal(torch.cat([chunk for _, chunk in chunks]), audio[0, 0])
+    prompted = AudioGenerator.from_pretrained(assets / "lm-audio")
+    prompt = 0.1 * torch.randn(1, 12000, generator=torch.Generator().manual_seed(0))
+    audio, tokens = prompted.generate(prompt=prompt, sample_rate=16000, seconds=0.2, seed=1, decode_steps=1)
+    streamed = torch.cat([chunk for _, chunk in prompted.iter_audio(tokens, 0.2, decode_steps=1, seed=1)])
+    assert streamed.numel() == prompted.audio_samples(tokens, 0.2)[0] == audio.shape[-1]
+    assert torch.equal(streamed, audio[0, 0])
