@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_arguments(commands.add_parser("generate", help="caption or prompt clip -> generated wav + tokens"))
     for command in commands.choices.values():
         command.add_argument("--threads", type=int, default=None,
-                             help="CPU threads for torch (default: torch's own choice, one per core); on a busy "
-                                  "machine 1 can be several times faster")
+                             help="CPU threads for torch (default: the cores other processes do not keep busy, "
+                                  "from the load average; on a busy machine fewer threads can be several times "
+                                  "faster: benchmarks/threads.py)")
     return parser
 
 
@@ -559,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
                 from codec.arguments import check_int
 
                 torch.set_num_threads(check_int("threads", args.threads, 1))
+            else:
+                from semanticodec_lm.hardware import usable_cores
+
+                torch.set_num_threads(usable_cores())
             return COMMANDS[args.command](args)
     except (ValueError, OSError, KeyError, ImportError) as error:  # configuration problems: one line
         print(f"error: {error}", file=sys.stderr)

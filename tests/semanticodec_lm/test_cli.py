@@ -102,3 +102,31 @@ def test_probe_command_refuses_bad_options_in_one_line(tmp_path, capsys):
 def test_eval_command_reports_errors_without_traceback(tmp_path, capsys):
     status = main(["eval", "--manifest", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "out"), "--metrics", "mel"])
     assert status == 2 and "cannot read manifest" in capsys.readouterr().err
+
+
+def test_default_threads_are_the_cores_not_already_busy(monkeypatch):
+    import os
+
+    from semanticodec_lm import hardware
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for load, expected in ((0.0, 4), (1.2, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert hardware.usable_cores() == expected
+
+    def no_load():
+        raise OSError("no load average")
+
+    monkeypatch.setattr(os, "getloadavg", no_load)
+    assert hardware.usable_cores() == 4
+
+
+def test_the_cli_sets_the_default_threads_unless_told(monkeypatch, tmp_path):
+    from semanticodec_lm import hardware
+
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 1)
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    main(["info", str(tmp_path / "missing.tokens.safetensors")])
+    main(["info", str(tmp_path / "missing.tokens.safetensors"), "--threads", "2"])
+    assert chosen == [1, 2]
