@@ -26,7 +26,7 @@ from codec.semantic import AudioMAE, tokens_per_time_step
 from codec.training.mae import mae_loss
 from semanticodec_lm.corpus.datasets import ManifestDataset
 from semanticodec_lm.probe import TASKS, pool_by_position, task_label, train_linear_probe
-from semanticodec_lm.training.codec_stages import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage, segment_fbank
+from semanticodec_lm.training.codec_stages import StageModule, codec_part_state, load_into, model_kwargs, parse_args, prefixed, run_stage, segment_fbank
 
 
 class AudioMAEModule(StageModule):
@@ -45,13 +45,8 @@ class AudioMAEModule(StageModule):
 
     def load_audiomae_from(self, codec_source: str) -> None:
         """Copy the AudioMAE of a codec (shipped name or folder); its AudioMAE config must match."""
-        from codec.model import SemantiCodec
-
-        source = SemantiCodec.from_pretrained(codec_source)
-        if source.config.audiomae != self.codec_config.audiomae:
-            raise SystemExit(f"model.init_from={codec_source}: its AudioMAE config differs from "
-                             f"{self.codec_config.name}'s")
-        load_into(self.audiomae, "encoder.audiomae.", source.state_dict(), codec_source)
+        state = codec_part_state(codec_source, self.codec_config, "audiomae")
+        load_into(self.audiomae, "encoder.audiomae.", state, codec_source)
 
     def training_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """Batch ``audio`` float [B, 163840] -> (masked-patch MSE, {})."""

@@ -19,7 +19,15 @@ import torch
 
 from codec.frontend import MEL_HOP, log_mel_64
 from codec.vae import AutoencoderKL
-from semanticodec_lm.training.codec_stages import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage
+from semanticodec_lm.training.codec_stages import (
+    StageModule,
+    codec_part_state,
+    load_into,
+    model_kwargs,
+    parse_args,
+    prefixed,
+    run_stage,
+)
 
 VAE_PARTS = ("encoder", "decoder", "quant_conv", "post_quant_conv")
 
@@ -62,12 +70,7 @@ class VAEModule(StageModule):
 
     def load_vae_from(self, codec_source: str) -> None:
         """Copy the VAE of a codec (shipped name or folder) into this module; its VAE config must match."""
-        from codec.model import SemantiCodec
-
-        source = SemantiCodec.from_pretrained(codec_source)
-        if source.config.vae != self.codec_config.vae:
-            raise SystemExit(f"model.init_from={codec_source}: its VAE config differs from {self.codec_config.name}'s")
-        state = source.state_dict()
+        state = codec_part_state(codec_source, self.codec_config, "vae")
         for part in VAE_PARTS:
             load_into(getattr(self.vae, part), f"decoder.first_stage_model.{part}.", state, codec_source)
 

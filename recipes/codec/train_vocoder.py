@@ -36,7 +36,15 @@ from codec.training.gan import (
 )
 from codec.training.spectral import multi_resolution_stft_loss, phase_loss
 from codec.vocoder import build_vocoder
-from semanticodec_lm.training.codec_stages import StageModule, load_into, model_kwargs, parse_args, prefixed, run_stage
+from semanticodec_lm.training.codec_stages import (
+    StageModule,
+    codec_part_state,
+    load_into,
+    model_kwargs,
+    parse_args,
+    prefixed,
+    run_stage,
+)
 
 DISCRIMINATORS = {"mpd": MultiPeriodDiscriminator, "msd": MultiScaleDiscriminator, "mrd": MultiResolutionDiscriminator}
 VOCODER_PREFIX = "decoder.first_stage_model.vocoder."
@@ -68,13 +76,8 @@ class VocoderModule(StageModule):
 
     def load_vocoder_from(self, codec_source: str) -> None:
         """Copy the vocoder of a codec (shipped name or folder) into the generator; its vocoder config must match."""
-        from codec.model import SemantiCodec
-
-        source = SemantiCodec.from_pretrained(codec_source)
-        if source.config.vocoder != self.codec_config.vocoder:
-            raise SystemExit(f"model.init_from={codec_source}: its vocoder config {source.config.vocoder} "
-                             f"differs from {self.codec_config.name}'s {self.codec_config.vocoder}")
-        load_into(self.generator, VOCODER_PREFIX, source.state_dict(), codec_source)
+        state = codec_part_state(codec_source, self.codec_config, "vocoder")
+        load_into(self.generator, VOCODER_PREFIX, state, codec_source)
 
     def configure_optimizers(self):
         return [self.make_optimizer(list(self.generator.parameters())),

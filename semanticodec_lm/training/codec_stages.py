@@ -254,6 +254,18 @@ def read_weights(path: str | os.PathLike, codec: CodecConfig, stage: str) -> dic
     return load_file(str(path))
 
 
+def codec_part_state(codec_source: str, config: CodecConfig, part: str) -> dict[str, torch.Tensor]:
+    """The state dict of a codec (shipped name or folder) to start a stage from (``model.init_from``),
+    checked to have the same ``part`` config (``audiomae``, ``vae``, ``vocoder``) as ``config``."""
+    from codec.model import SemantiCodec
+
+    source = SemantiCodec.from_pretrained(codec_source)
+    if getattr(source.config, part) != getattr(config, part):
+        raise SystemExit(f"model.init_from={codec_source}: its {part} config {getattr(source.config, part)} "
+                         f"differs from {config.name}'s {getattr(config, part)}")
+    return source.state_dict()
+
+
 def load_into(module: torch.nn.Module, prefix: str, weights: dict[str, torch.Tensor], source: str) -> None:
     """Strictly load the ``prefix``-ed entries of ``weights`` into ``module`` (prefix removed)."""
     state = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}

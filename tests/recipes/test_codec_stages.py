@@ -81,7 +81,7 @@ def test_audiomae_starts_from_a_codec_and_refuses_another_size(tmp_path):
     module = AudioMAEModule("tiny-100", init_from=str(folder))
     expected = source.encoder.audiomae.state_dict()
     assert all(torch.equal(value, expected[key]) for key, value in module.audiomae.state_dict().items())
-    with pytest.raises(SystemExit, match="AudioMAE config differs"):
+    with pytest.raises(SystemExit, match="its audiomae config .* differs"):
         AudioMAEModule("small-100", init_from=str(folder))
 
 
