@@ -554,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``semanticodec`` console script; returns the exit status (130 after Ctrl-C,
     143 after SIGTERM: outputs are written atomically, so nothing half-written stays behind)."""
     args = build_parser().parse_args(argv)
+    previous_threads = torch.get_num_threads()  # restored at the end: in-process callers keep theirs
     try:
         with terminate_as_interrupt():
             if args.threads is not None:
@@ -574,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 if __name__ == "__main__":

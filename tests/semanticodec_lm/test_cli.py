@@ -127,6 +127,7 @@ def test_the_cli_sets_the_default_threads_unless_told(monkeypatch, tmp_path):
     monkeypatch.setattr(hardware, "usable_cores", lambda: 1)
     chosen = []
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    before = torch.get_num_threads()
     main(["info", str(tmp_path / "missing.tokens.safetensors")])
     main(["info", str(tmp_path / "missing.tokens.safetensors"), "--threads", "2"])
-    assert chosen == [1, 2]
+    assert chosen == [1, before, 2, before]  # each run's choice, then the caller's count restored
