@@ -1,6 +1,7 @@
-"""Shared test set-up: offline wandb, quiet third-party telemetry, the parity-fixture folder."""
+"""Shared test set-up: offline wandb, quiet third-party telemetry, the parity-fixture folder, synthetic corpora."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,24 @@ def parity_dir() -> Path:
     if not (PARITY_DIR / "index.json").is_file():
         pytest.fail(f"parity fixtures missing at {PARITY_DIR}: they ship with the repository (git checkout tests/data)")
     return PARITY_DIR
+
+
+@pytest.fixture(scope="session")
+def build_synthetic_corpus() -> Callable[..., Path]:
+    """A builder ``(out, world) -> manifest path`` of a corpus made only from a ``SyntheticWorld``, offline:
+    no Debian package is installed or looked up (dpkg answers "not installed" for every one)."""
+    from recipes.data.build import build_corpus
+    from recipes.data.clips import ClipSettings
+    from recipes.data.install import run_command
+
+    def no_apt(command: list[str]):
+        if command[0] == "dpkg-query":
+            return run_command(["false"])
+        raise AssertionError(f"a test corpus must not run {command}")
+
+    def build(out: Path, world) -> Path:
+        build_corpus(out, [world], ClipSettings(1.0, 10.0), workers=1, install=False, runner=no_apt,
+                     log=lambda message: None)
+        return Path(out) / "manifest.jsonl"
+
+    return build

@@ -18,9 +18,6 @@ import torch
 
 from semanticodec_lm.training.codec_stages import parse_args, run_stage
 from recipes.codec.train_audiomae import AudioMAEModule
-from recipes.data.build import build_corpus
-from recipes.data.clips import ClipSettings
-from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,19 +25,11 @@ SCRIPT = REPO / "recipes" / "codec" / "train_audiomae.py"
 CONFIG = REPO / "recipes" / "codec" / "configs" / "audiomae_tiny.yaml"
 
 
-def _no_apt(command):
-    if command[0] == "dpkg-query":
-        return run_command(["false"])
-    raise AssertionError(f"unexpected command {command}")
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
+def corpus(tmp_path_factory, build_synthetic_corpus) -> Path:
     out = tmp_path_factory.mktemp("codec-corpus")
     world = SyntheticWorld(16, 6, 1.0, 2.0, ("tone", "noise", "beeps"))
-    build_corpus(out, [world], ClipSettings(1.0, 10.0), workers=1, install=False, runner=_no_apt,
-                 log=lambda message: None)
-    return out / "manifest.jsonl"
+    return build_synthetic_corpus(out, world)
 
 
 def environment() -> dict:

@@ -19,10 +19,7 @@ from recipes.codec.train_vae import VAEModule
 from recipes.codec.train_vae import main as vae_main
 from recipes.codec.train_vocoder import VocoderModule
 from recipes.codec.train_vocoder import main as vocoder_main
-from recipes.data.build import build_corpus
-from recipes.data.clips import ClipSettings
 from semanticodec_lm.corpus.datasets import ManifestDataset, collate_clips
-from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
 
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "codec" / "configs"
@@ -30,23 +27,11 @@ STAGE_MAINS = {"audiomae": audiomae_main, "kmeans": kmeans_main, "vae": vae_main
                "vocoder": vocoder_main}
 
 
-def _no_apt(command):
-    if command[0] == "dpkg-query":
-        return run_command(["false"])
-    raise AssertionError(f"unexpected command {command}")
-
-
-def build_world(out: Path, clips: int = 24) -> Path:
-    """A small synthetic corpus (pure-Python kinds only) under ``out``; returns its manifest."""
-    world = SyntheticWorld(clips, 5, 1.0, 3.0, ("tone", "noise", "drums", "beeps", "chord", "sweep"))
-    build_corpus(out, [world], ClipSettings(1.0, 10.0), workers=1, install=False, runner=_no_apt,
-                 log=lambda message: None)
-    return out / "manifest.jsonl"
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return build_world(tmp_path_factory.mktemp("codec-corpus"))
+def corpus(tmp_path_factory, build_synthetic_corpus) -> Path:
+    """A small synthetic corpus (pure-Python kinds only); its manifest."""
+    world = SyntheticWorld(24, 5, 1.0, 3.0, ("tone", "noise", "drums", "beeps", "chord", "sweep"))
+    return build_synthetic_corpus(tmp_path_factory.mktemp("codec-corpus"), world)
 
 
 def fixed_batch(manifest: Path, seconds: float, count: int = 1) -> dict:

@@ -23,20 +23,11 @@ from semanticodec_lm.measure import (
     stated_properties,
 )
 from recipes.continuation.run import main
-from recipes.data.build import build_corpus
-from recipes.data.clips import ClipSettings
-from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
 from recipes.data.world.generator import plan_world, render_world_clip
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "continuation" / "configs" / "tiny.yaml"
-
-
-def _no_apt(command):  # never install anything: dpkg answers "not installed"
-    if command[0] == "dpkg-query":
-        return run_command(["false"])
-    raise AssertionError(f"unexpected command {command}")
 
 
 def _world_clips(kind: str, count: int, seconds: float = 3.0, seed: int = 5) -> list[tuple[dict, np.ndarray]]:
@@ -91,10 +82,9 @@ def test_kind_probe_tells_kinds_apart():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
+def world(tmp_path_factory, build_synthetic_corpus) -> Path:
     root = tmp_path_factory.mktemp("continuation")
-    build_corpus(root / "world", [SyntheticWorld(12, 11, 1.5, 2.5, ("tone", "drums", "noise", "beeps"))],
-                 ClipSettings(1.0, 10.0), workers=1, install=False, runner=_no_apt, log=lambda message: None)
+    build_synthetic_corpus(root / "world", SyntheticWorld(12, 11, 1.5, 2.5, ("tone", "drums", "noise", "beeps")))
     SemantiCodec(get_config("tiny-100")).save_pretrained(root / "codec")
     return root
 

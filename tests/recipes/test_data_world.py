@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from recipes.data.build import build_corpus
-from recipes.data.clips import ClipSettings
-from recipes.data.install import run_command
 from semanticodec_lm.corpus.manifest import read_manifest, validate_manifest
 from recipes.data.sources.base import Problems
 from recipes.data.world import family as world_family
@@ -25,17 +22,10 @@ RATE = 16000
 CHECKED_KINDS = ("tone", "drums", "noise", "beeps", "chord", "sweep")
 
 
-def _no_apt(command):  # the tests never install anything: dpkg answers "not installed"
-    if command[0] == "dpkg-query":
-        return run_command(["false"])
-    raise AssertionError(f"unexpected command {command}")
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
+def world(tmp_path_factory, build_synthetic_corpus) -> Path:
     out = tmp_path_factory.mktemp("world")
-    build_corpus(out, [SyntheticWorld(30, 11, 2.0, 3.0, CHECKED_KINDS)], ClipSettings(1.0, 10.0), workers=1,
-                 install=False, runner=_no_apt, log=lambda message: None)
+    build_synthetic_corpus(out, SyntheticWorld(30, 11, 2.0, 3.0, CHECKED_KINDS))
     return out
 
 

@@ -11,9 +11,6 @@ import torch
 
 from codec.config import get_config
 from codec.model import SemantiCodec
-from recipes.data.build import build_corpus
-from recipes.data.clips import ClipSettings
-from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
 from semanticodec_lm import probe
 from recipes.probe import run as probe_recipe
@@ -24,17 +21,10 @@ TINY = REPO / "recipes" / "probe" / "configs" / "tiny.yaml"
 TOKENIZE_TINY = REPO / "recipes" / "tokenize" / "configs" / "tiny.yaml"
 
 
-def _no_apt(command):  # never install anything: dpkg answers "not installed"
-    if command[0] == "dpkg-query":
-        return run_command(["false"])
-    raise AssertionError(f"unexpected command {command}")
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
+def world(tmp_path_factory, build_synthetic_corpus) -> Path:
     root = tmp_path_factory.mktemp("probe")
-    build_corpus(root / "world", [SyntheticWorld(24, 4, 1.0, 1.2, ("tone", "noise", "drums", "sweep"))],
-                 ClipSettings(1.0, 10.0), workers=1, install=False, runner=_no_apt, log=lambda message: None)
+    build_synthetic_corpus(root / "world", SyntheticWorld(24, 4, 1.0, 1.2, ("tone", "noise", "drums", "sweep")))
     for rate in (100, 25):
         SemantiCodec(get_config(f"tiny-{rate}")).save_pretrained(root / f"codec-{rate}")
     return root

@@ -11,9 +11,6 @@ import soundfile
 from codec.config import get_config
 from codec.model import SemantiCodec
 from lm.api import load_lm_folder
-from recipes.data.build import build_corpus
-from recipes.data.clips import ClipSettings
-from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
 from recipes.text_to_audio.run import main
 
@@ -21,17 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "text_to_audio" / "configs" / "tiny.yaml"
 
 
-def _no_apt(command):  # never install anything: dpkg answers "not installed"
-    if command[0] == "dpkg-query":
-        return run_command(["false"])
-    raise AssertionError(f"unexpected command {command}")
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
+def world(tmp_path_factory, build_synthetic_corpus) -> Path:
     root = tmp_path_factory.mktemp("text-to-audio")
-    build_corpus(root / "world", [SyntheticWorld(12, 11, 2.0, 2.5, ("tone", "drums", "noise", "beeps"))],
-                 ClipSettings(1.0, 10.0), workers=1, install=False, runner=_no_apt, log=lambda message: None)
+    build_synthetic_corpus(root / "world", SyntheticWorld(12, 11, 2.0, 2.5, ("tone", "drums", "noise", "beeps")))
     SemantiCodec(get_config("tiny-100")).save_pretrained(root / "codec")
     return root
 

@@ -15,9 +15,6 @@ from codec.config import get_config
 from codec.model import SemantiCodec
 from codec.tokenfile import load_tokens
 from lm.data import read_manifest as read_token_manifest
-from recipes.data.build import build_corpus
-from recipes.data.clips import ClipSettings
-from recipes.data.install import run_command
 from recipes.data.world.family import SyntheticWorld
 from recipes.tokenize.tokenize_corpus import main, shard_items
 
@@ -25,18 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tokenize" / "configs" / "tiny.yaml"
 
 
-def _no_apt(command):  # never install anything: dpkg answers "not installed"
-    if command[0] == "dpkg-query":
-        return run_command(["false"])
-    raise AssertionError(f"unexpected command {command}")
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
+def corpus(tmp_path_factory, build_synthetic_corpus) -> Path:
     """A 10-clip synthetic world (1-1.5 s clips) whose manifest also lists one corrupt file, and a tiny codec."""
     root = tmp_path_factory.mktemp("tokenize")
-    build_corpus(root / "world", [SyntheticWorld(10, 3, 1.0, 1.5, ("tone", "noise", "drums"))], ClipSettings(1.0, 10.0),
-                 workers=1, install=False, runner=_no_apt, log=lambda message: None)
+    build_synthetic_corpus(root / "world", SyntheticWorld(10, 3, 1.0, 1.5, ("tone", "noise", "drums")))
     manifest = root / "world" / "manifest.jsonl"
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     (root / "world" / "broken.flac").write_bytes(b"fLaC" + bytes(200))

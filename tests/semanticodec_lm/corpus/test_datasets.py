@@ -8,27 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipes.data.build import build_corpus
-from recipes.data.clips import ClipSettings
 from semanticodec_lm.corpus.datasets import CorpusDataModule, EpochSampler, ManifestDataset, collate_clips
-from recipes.data.install import run_command
 from semanticodec_lm.corpus.manifest import ManifestError, read_manifest
 from recipes.data.world.family import SyntheticWorld
 
 
-def _no_apt(command):
-    if command[0] == "dpkg-query":
-        return run_command(["false"])
-    raise AssertionError(f"unexpected command {command}")
-
-
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> Path:
+def manifest(tmp_path_factory, build_synthetic_corpus) -> Path:
     out = tmp_path_factory.mktemp("corpus")
     world = SyntheticWorld(40, 21, 1.2, 3.0, ("tone", "noise", "drums", "beeps"))
-    build_corpus(out, [world], ClipSettings(1.0, 10.0), workers=1, install=False, runner=_no_apt,
-                 log=lambda message: None)
-    return out / "manifest.jsonl"
+    return build_synthetic_corpus(out, world)
 
 
 def test_filters_by_split_and_domain(manifest: Path) -> None:
