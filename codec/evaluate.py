@@ -42,6 +42,7 @@ from tqdm import tqdm
 from codec import metrics
 from codec.config import SAMPLE_RATE, TOKEN_RATES
 from codec.files import atomic_path, write_text_atomic
+from codec.manifest import read_rows
 
 METRICS = ("visqol", "pesq", "stoi", "mel", "stft", "sisdr", "wer")
 CORE_METRICS = ("mel", "stft", "sisdr")
@@ -82,26 +83,15 @@ def read_manifest_clips(manifest: str | os.PathLike, split: str = "test", limit:
     """Read a JSON Lines manifest defensively: (clips of ``split`` in file order, up to ``limit``; problems).
 
     ``split="all"`` keeps every row. A malformed line or a row without a usable ``path`` is not
-    fatal: it is described in the returned problems and left out. Raises ValueError if the file
-    cannot be read.
+    fatal: it is described in the returned problems and left out. Raises ``codec.manifest.ManifestError``
+    (a ValueError) if the file is missing or cannot be read.
     """
     manifest = Path(manifest)
-    try:
-        lines = manifest.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read manifest {manifest}: {error}") from None
     clips, problems, seen = [], [], set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{manifest}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"{where}: not valid JSON ({error.msg})")
-            continue
-        if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not row["path"]:
-            problems.append(f"{where}: a row must be a JSON object with a non-empty string 'path'")
+    for line in read_rows(manifest, problems=problems):
+        where, row = line.where, line.row
+        if not isinstance(row.get("path"), str) or not row["path"]:
+            problems.append(f"{where}: a row must have a non-empty string 'path'")
             continue
         if split != "all" and row.get("split") != split:
             continue

@@ -12,7 +12,6 @@ cached; long clips are cropped to ``max_frames``; batches group clips of similar
 
 from __future__ import annotations
 
-import json
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,12 +21,12 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from codec.manifest import SPLITS, ManifestError, read_rows
 from codec.tokenfile import TokenFileError, load_tokens
 from lm.layout import PAD, TokenLayout
 from lm.text import TextTokenizer
 
 IGNORE_INDEX = -100  # targets that carry no loss (text prefix, padding)
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -45,26 +44,21 @@ class ManifestRow:
 
 
 def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRow]:
-    """Rows of a token manifest, optionally only one split; errors name the file and line."""
+    """Rows of a token manifest, optionally only one split. A missing file or a bad row raises
+    ``codec.manifest.ManifestError`` naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such token manifest")
+        raise ManifestError(f"{path}: no such token manifest")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
+    for line in read_rows(path):
+        where, record = line.where, line.row
         missing = [key for key in ("tokens", "item", "frames", "split") if key not in record]
         if missing:
-            raise ValueError(f"{where}: missing field(s) {missing}")
+            raise ManifestError(f"{where}: missing field(s) {missing}")
         if record["split"] not in SPLITS:
-            raise ValueError(f"{where}: split must be one of {SPLITS}, got {record['split']!r}")
+            raise ManifestError(f"{where}: split must be one of {SPLITS}, got {record['split']!r}")
         if int(record["frames"]) < 1 or int(record["item"]) < 0:
-            raise ValueError(f"{where}: frames must be >= 1 and item >= 0")
+            raise ManifestError(f"{where}: frames must be >= 1 and item >= 0")
         caption = record.get("caption")
         if split is None or record["split"] == split:
             shard = Path(record["tokens"])

@@ -482,10 +482,7 @@ def _load_token_clips(settings: ProbeSettings, codec, splits: list[str]) -> tupl
     from lm.data import read_manifest
 
     manifest = Path(settings.tokens)
-    try:
-        rows = read_manifest(manifest)
-    except FileNotFoundError as error:
-        raise ValueError(str(error)) from None
+    rows = read_manifest(manifest)
     clips, problems = [], []
     shard: dict[Path, TokenFile | str] = {}  # the last token file read: rows come shard by shard, in manifest order
     for split in splits:

@@ -310,7 +310,7 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
 
 def token_rows(manifest: Path, split: str) -> list[dict[str, Any]]:
     """Full token-manifest rows (all the clip's fields) of one split."""
-    return [row for row in read_manifest(manifest) if row.get("split") == split]
+    return [row.record for row in read_token_rows(manifest, split)]
 
 
 def clip_audio(manifest: Path, row: dict[str, Any]) -> np.ndarray:

@@ -31,8 +31,8 @@ from recipes.data.sources.effects import BucklespringTyping, OpenSfx
 from recipes.data.sources.gcompris import GcomprisBundles
 from recipes.data.sources.music import GAME_MUSIC, SonicPiSamples
 from recipes.data.world.family import SyntheticWorld
-from semanticodec_lm.corpus.manifest import write_manifest
-from semanticodec_lm.corpus.splits import SPLITS
+from codec.manifest import write_manifest
+from codec.manifest import SPLITS
 from semanticodec_lm.training.config import read_config_file
 
 DEFAULT_CONFIG = Path(__file__).with_name("corpus.yaml")

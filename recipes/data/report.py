@@ -9,7 +9,7 @@ from typing import Any
 
 from recipes.data.world.generator import WORLD_PACKAGE
 from semanticodec_lm.corpus.manifest import DOMAINS
-from semanticodec_lm.corpus.splits import SPLITS
+from codec.manifest import SPLITS
 
 
 def summarise(rows: Sequence[dict[str, Any]], out_dir: Path) -> dict[str, dict[str, dict[str, float]]]:

@@ -40,8 +40,11 @@ from codec.config import SAMPLE_RATE
 from codec.model import SemantiCodec
 from codec.tokenfile import SUFFIX as TOKEN_SUFFIX
 from codec.tokenfile import TokenFileError, load_tokens, save_tokens
-from semanticodec_lm.corpus.manifest import ManifestError, evenly_spaced, read_manifest, write_manifest, write_text_atomic
-from semanticodec_lm.corpus.splits import SPLITS
+from lm.data import read_manifest as read_token_manifest
+from codec.files import write_text_atomic
+from codec.manifest import ManifestError, write_manifest
+from semanticodec_lm.corpus.manifest import evenly_spaced, read_manifest
+from codec.manifest import SPLITS
 from semanticodec_lm.training.config import load_recipe_config
 
 KNOWN_KEYS = {"manifest", "out", "codec", "splits", "limit", "domains", "synthetic", "shard_size",
@@ -321,15 +324,13 @@ def _finish(trainer: L.Trainer, module: "TokenizeModule", data: "ShardDataModule
 
 def shard_items(out: str | Path) -> dict[str, torch.Tensor]:
     """Every clip's tokens [T, 2] in a tokenized folder, by clip id (for checks and comparisons)."""
-    out = Path(out)
     items = {}
-    for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+    for row in read_token_manifest(Path(out) / "manifest.jsonl"):
         try:
-            shard = load_tokens(out / row["tokens"])
+            shard = load_tokens(row.tokens)
         except TokenFileError as error:
             raise SystemExit(str(error)) from None
-        items[row["id"]] = shard.tokens[row["item"], : row["frames"]]
+        items[row.record["id"]] = shard.tokens[row.item, : row.frames]
     return items
 
 

@@ -25,8 +25,10 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from semanticodec_lm.corpus.manifest import DOMAINS, SAMPLE_RATE, ManifestError, read_manifest, validate_row
-from semanticodec_lm.corpus.splits import SPLITS
+from codec.config import SAMPLE_RATE
+from codec.manifest import ManifestError
+from semanticodec_lm.corpus.manifest import DOMAINS, read_manifest, validate_row
+from codec.manifest import SPLITS
 
 
 class ManifestDataset(Dataset):

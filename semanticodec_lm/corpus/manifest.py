@@ -16,15 +16,13 @@ A row has these keys (types checked by :func:`validate_row`):
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from codec.config import SAMPLE_RATE
-from codec.files import write_text_atomic
-from semanticodec_lm.corpus.splits import SPLITS
+from codec.manifest import SPLITS, read_rows
 
 DOMAINS = ("speech", "music", "sfx")
 
@@ -49,10 +47,6 @@ _REQUIRED_TYPES: dict[str, tuple[type, ...]] = {
     "synthetic": (bool,),
     "params": (dict,),
 }
-
-
-class ManifestError(ValueError):
-    """A manifest file or row does not follow the schema."""
 
 
 def validate_row(row: dict[str, Any], min_seconds: float = 0.0, max_seconds: float = float("inf")) -> list[str]:
@@ -102,8 +96,8 @@ def validate_manifest(
     problems = []
     seen_ids: set[str] = set()
     seen_paths: set[str] = set()
-    for line_number, row in enumerate(read_manifest(path), start=1):
-        where = f"{path}:{line_number}"
+    for line in read_rows(path):
+        where, row = line.where, line.row
         problems.extend(f"{where}: {problem}" for problem in validate_row(row, min_seconds, max_seconds))
         if row.get("id") in seen_ids:
             problems.append(f"{where}: duplicate id {row.get('id')!r}")
@@ -124,28 +118,9 @@ def validate_manifest(
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield the rows of a JSON Lines manifest; a malformed line raises :class:`ManifestError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{path}:{line_number}: a row must be a JSON object")
-            yield row
-
-
-def write_manifest(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Write ``rows`` as JSON Lines atomically (temporary file, then rename); returns the row count."""
-    lines = [json.dumps(row, ensure_ascii=False, sort_keys=True) for row in rows]
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
-    return len(lines)
+    """Yield the rows of a corpus manifest, unvalidated (:func:`validate_row` checks one); a missing file or a
+    malformed line raises ``codec.manifest.ManifestError``."""
+    return (line.row for line in read_rows(path))
 
 
 def evenly_spaced(items: list, count: int) -> list:

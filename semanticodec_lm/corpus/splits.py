@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 
-SPLITS = ("train", "valid", "test")
 
 
 def split_hash(package: str, item: str) -> int:

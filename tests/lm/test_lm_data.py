@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from codec.manifest import ManifestError
 from lm.data import (
     IGNORE_INDEX,
     BucketBatchSampler,
@@ -38,7 +39,7 @@ def test_bad_manifest_lines_are_named(tmp_path, line, message):
     manifest.write_text(json.dumps({"tokens": "x", "item": 0, "frames": 3, "split": "train"}) + "\n" + line + "\n")
     with pytest.raises(ValueError, match=f"m.jsonl:2: {message}"):
         read_manifest(manifest)
-    with pytest.raises(FileNotFoundError, match="no such token manifest"):
+    with pytest.raises(ManifestError, match="no such token manifest"):
         read_manifest(tmp_path / "absent.jsonl")
 
 

@@ -12,7 +12,8 @@ from recipes.data.audio import SAMPLE_RATE, decode_audio
 from recipes.data.recording import Recording
 from recipes.data.sources.archives import ArchiveError, CatEntry, read_opensfx_cat
 from recipes.data.sources.base import Job, Problems, list_files
-from semanticodec_lm.corpus.splits import SPLITS, archive_item, split_for
+from codec.manifest import SPLITS
+from semanticodec_lm.corpus.splits import archive_item, split_for
 
 OPENSFX_LICENCES = {
     "Creative Commons Attribution-ShareAlike 3.0": "CC-BY-SA-3.0",

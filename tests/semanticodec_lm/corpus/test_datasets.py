@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from semanticodec_lm.corpus.datasets import CorpusDataModule, EpochSampler, ManifestDataset, collate_clips
-from semanticodec_lm.corpus.manifest import ManifestError, read_manifest
+from codec.manifest import ManifestError
+from semanticodec_lm.corpus.manifest import read_manifest
 from recipes.data.world.family import SyntheticWorld
 
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from semanticodec_lm.corpus.manifest import ManifestError, read_manifest, validate_manifest, validate_row, write_manifest
+from codec.manifest import ManifestError, write_manifest
+from semanticodec_lm.corpus.manifest import read_manifest, validate_manifest, validate_row
 from semanticodec_lm.corpus.splits import archive_item, split_for, split_hash
 
 # Worked out with `printf '%s' "$package:$item" | sha1sum` (first 8 hex digits, mod 10).
