@@ -74,6 +74,11 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRo
     return rows
 
 
+def training_captions(path: str | Path) -> list[str]:
+    """The captions of a token manifest's ``train`` rows (rows without one left out), in file order."""
+    return [row.caption for row in read_manifest(path, "train") if row.caption]
+
+
 class ShardCache:
     """Token shards loaded on first use; the ``capacity`` most recently used stay in memory."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from lm.data import read_manifest
+from lm.data import training_captions
 from lm.text import train_text_tokenizer
 
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=1024)
     parser.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
     args = parser.parse_args(argv)
-    captions = [row.caption for row in read_manifest(args.manifest, "train") if row.caption]
+    captions = training_captions(args.manifest)
     if not captions:
         raise SystemExit(f"{args.manifest}: no training captions")
     tokenizer = train_text_tokenizer(captions, args.out_prefix, args.vocab_size, args.model_type)

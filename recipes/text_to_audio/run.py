@@ -33,12 +33,15 @@ import soundfile
 import torch
 
 from lm.api import AudioGenerator
-from recipes.continuation import pipeline
 from semanticodec_lm.training.runs import log_to_wandb
 from semanticodec_lm.measure import PROPERTIES, fraction_table, matches, measure, stated_properties
 from semanticodec_lm.corpus.manifest import evenly_spaced
+from semanticodec_lm.training import lm_pipeline as pipeline
 from semanticodec_lm.training.config import load_recipe_config
 
+# The tokenize and LM-training recipes this one drives (as subprocesses, so each can start its own DDP ranks).
+STEPS = pipeline.LMSteps(tokenize_module="recipes.tokenize.tokenize_corpus", train_module="recipes.lm.train",
+                         tokenize_config="recipes/tokenize/configs/tiny.yaml", train_config="recipes/lm/configs/tiny.yaml")
 EVALUATE_DEFAULTS = {"split": "test", "captions": 48, "kinds": None, "seconds": 5.0, "cfg_scales": [1.0, 3.0, 5.0],
                      "temperature": 1.0, "top_k": None, "top_p": None, "batch_size": 8, "decode_steps": 10,
                      "sampler": "dpmpp2m", "probe_clips": 400}
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     manifest, tokenize_report, model_dir, train_summary, validation, timings = pipeline.tokenize_and_train(
-        config, run_dir, with_text=True)
+        config, run_dir, STEPS, with_text=True)
 
     rows = choose_captions(manifest, settings)
     if not rows:

@@ -5,15 +5,12 @@
 
 Any config key can be overridden as ``key=value`` (YAML), e.g. ``trainer.devices=8
 trainer.strategy=ddp trainer.num_nodes=2``: the codec runs on every device of every node through
-Lightning's predict loop, each rank encoding and writing its own shards. Output in ``out``:
-
-- ``shards/<split>-<n>.tokens.safetensors``: up to ``shard_size`` clips each (codec token files);
-- ``shards/<split>-<n>.json``: the shard's token-manifest rows, bad clips and a fingerprint of
-  what it was made from; written last, so it marks a finished shard;
-- ``manifest.jsonl``: the token manifest (``lm.data.read_manifest``): ``tokens``, ``item``,
-  ``frames`` plus the clip's own fields (``id``, ``caption``, ``split``, ``domain``, ``labels``,
-  ``transcript``, ``language``, ``params``, ...; ``audio`` is the clip's path relative to ``out``);
-- ``tokenize_report.json``: counts, bad clips and this run's throughput.
+Lightning's predict loop, each rank encoding and writing its own shards. Output in ``out``: the
+folder that ``semanticodec_lm.corpus.token_corpus`` describes; the token manifest's rows hold
+``tokens``, ``item``, ``frames`` plus the clip's own fields (``id``, ``caption``, ``split``,
+``domain``, ``labels``, ``transcript``, ``language``, ``params``, ...; ``audio`` is the clip's path
+relative to ``out``); each shard's ``.json`` also records its bad clips and a fingerprint of what it
+was made from.
 
 Re-running skips finished shards (same clips, same codec), so a killed run resumes. A clip that
 cannot be read or encoded is reported and skipped. Rank 0 prints ``TOKENIZE_SUMMARY {json}``.
@@ -39,17 +36,13 @@ from codec.audio import load_audio
 from codec.config import SAMPLE_RATE
 from codec.model import SemantiCodec
 from codec.tokenfile import SUFFIX as TOKEN_SUFFIX
-from codec.tokenfile import TokenFileError, load_tokens, save_tokens
-from lm.data import read_manifest as read_token_manifest
+from codec.tokenfile import load_tokens, save_tokens
 from codec.files import write_text_atomic
-from codec.manifest import ManifestError, write_manifest
+from codec.manifest import SPLITS, ManifestError, write_manifest
 from semanticodec_lm.corpus.manifest import evenly_spaced, read_manifest
-from codec.manifest import SPLITS
+from semanticodec_lm.corpus.token_corpus import CONFIG_KEYS, MANIFEST_FILE, REPORT_FILE
 from semanticodec_lm.training.config import load_recipe_config
 
-KNOWN_KEYS = {"manifest", "out", "codec", "splits", "limit", "domains", "synthetic", "shard_size",
-              "encode_batch_size", "num_workers", "channel_policy", "trainer"}
-REPORT = "tokenize_report.json"
 
 
 @dataclass(frozen=True)
@@ -260,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", required=True, help="YAML file (recipes/tokenize/configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value or trainer.key=value")
     args = parser.parse_args(argv)
-    config = load_recipe_config(args.config, args.overrides, KNOWN_KEYS)
+    config = load_recipe_config(args.config, args.overrides, CONFIG_KEYS)
     for key in ("manifest", "out"):
         if not config.get(key):
             raise SystemExit(f"{args.config}: '{key}' is required")
@@ -300,7 +293,7 @@ def _finish(trainer: L.Trainer, module: "TokenizeModule", data: "ShardDataModule
         return {"rank": trainer.global_rank, "clips": int(module.counts[0])}
     wall = time.monotonic() - module.started
     rows, problems = merge(out, jobs)
-    write_manifest(out / "manifest.jsonl", rows)
+    write_manifest(out / MANIFEST_FILE, rows)
     report = {
         "manifest": str(config["manifest"]), "codec": str(config.get("codec") or "default"),
         "codec_identity": load_tokens(out / rows[0]["tokens"]).codec if rows else None,
@@ -311,27 +304,15 @@ def _finish(trainer: L.Trainer, module: "TokenizeModule", data: "ShardDataModule
                      "clips_per_second": round(clips / wall, 3) if wall > 0 else None,
                      "audio_seconds_per_second": round(seconds / wall, 3) if wall > 0 else None},
     }
-    write_text_atomic(out / REPORT, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     run = report["this_run"]
     print(f"tokenized {run['clips']} clip(s) ({run['audio_seconds']:.1f} s of audio) in {run['wall_seconds']:.1f} s on "
           f"{run['world_size']} rank(s): {run['clips_per_second']} clips/s, {run['audio_seconds_per_second']} audio s/s; "
           f"{data.finished_before} of {len(jobs)} shard(s) were already done; {len(problems)} bad clip(s) skipped "
-          f"-> {out / 'manifest.jsonl'}", flush=True)
+          f"-> {out / MANIFEST_FILE}", flush=True)
     summary = {key: report[key] for key in ("clips", "shards", "finished_before", "this_run")}
     print("TOKENIZE_SUMMARY " + json.dumps(summary), flush=True)
     return report
-
-
-def shard_items(out: str | Path) -> dict[str, torch.Tensor]:
-    """Every clip's tokens [T, 2] in a tokenized folder, by clip id (for checks and comparisons)."""
-    items = {}
-    for row in read_token_manifest(Path(out) / "manifest.jsonl"):
-        try:
-            shard = load_tokens(row.tokens)
-        except TokenFileError as error:
-            raise SystemExit(str(error)) from None
-        items[row.record["id"]] = shard.tokens[row.item, : row.frames]
-    return items
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The continuation recipe end to end at tiny size, and the property measurements it shares with text-to-audio."""
+"""The continuation recipe end to end at tiny size, and every LM recipe config."""
 
 from __future__ import annotations
 
@@ -13,72 +13,11 @@ import torch
 from codec.config import get_config
 from codec.model import SemantiCodec
 from lm.api import AudioGenerator
-from semanticodec_lm.measure import (
-    KindProbe,
-    estimate_noise_colour,
-    estimate_pitch,
-    estimate_tempo,
-    matches,
-    measure,
-    stated_properties,
-)
 from recipes.continuation.run import main
 from recipes.data.world.family import SyntheticWorld
-from recipes.data.world.generator import plan_world, render_world_clip
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "continuation" / "configs" / "tiny.yaml"
-
-
-def _world_clips(kind: str, count: int, seconds: float = 3.0, seed: int = 5) -> list[tuple[dict, np.ndarray]]:
-    """``count`` rendered clips of one kind as (manifest-like row, wave)."""
-    plan = [clip for clip in plan_world(400, seed, [kind])][:count]
-    clips = []
-    for clip in plan:
-        recording = render_world_clip(clip, seconds, seconds)
-        clips.append(({"synthetic": True, "params": recording.params}, recording.wave))
-    return clips
-
-
-@pytest.mark.parametrize("kind, name", [("tone", "pitch"), ("beeps", "pitch"), ("drums", "tempo"),
-                                        ("arpeggio", "tempo"), ("noise", "colour")])
-def test_measurements_recover_what_the_world_states(kind, name):
-    # swift-f0 reads a band-limited square wave (odd harmonics only) at a harmonic: pitch_hz's docstring.
-    clips = [(row, wave) for row, wave in _world_clips(kind, 6) if row["params"].get("waveform") != "square"]
-    assert len(clips) >= 4
-    for row, wave in clips:
-        stated = stated_properties(row)
-        assert stated["class"] == kind
-        measured = measure(wave, [name])[name]
-        assert matches(name, stated[name], measured), (row["params"], measured)
-
-
-def test_measurements_refuse_what_is_not_there():
-    silence, rng = np.zeros(48000, dtype=np.float32), np.random.default_rng(0)
-    noise = rng.standard_normal(48000).astype(np.float32)
-    assert estimate_pitch(silence) is None and estimate_pitch(noise) is None
-    assert estimate_tempo(silence) is None and estimate_tempo(noise[:16000]) is None  # under 2 s
-    assert estimate_noise_colour(silence) is None and estimate_noise_colour(noise) == "white"
-    assert stated_properties({"synthetic": False, "params": {"kind": "tone"}}) == {}
-    with pytest.raises(ValueError, match="unknown properties"):
-        measure(noise, ["loudness"])
-
-
-def test_matching_rules():
-    assert matches("pitch", 69, 69.4) and not matches("pitch", 69, 69.6)
-    assert matches("tempo", 120, 125) and matches("tempo", 120, 61) and not matches("tempo", 120, 90)
-    assert matches("colour", "pink", "pink") and not matches("class", "tone", None)
-
-
-def test_kind_probe_tells_kinds_apart():
-    train = {kind: _world_clips(kind, 5, seconds=1.5) for kind in ("tone", "noise", "drums")}
-    probe = KindProbe.fit([wave for clips in train.values() for _, wave in clips[:4]],
-                          [kind for kind, clips in train.items() for _ in clips[:4]])
-    held_out = [clips[4][1] for clips in train.values()]
-    assert probe.predict(held_out) == ["tone", "noise", "drums"]
-    assert probe.predict([np.zeros(100, dtype=np.float32)]) == [None]
-    with pytest.raises(ValueError, match="at least two kinds"):
-        KindProbe.fit([held_out[0]], ["tone"])
 
 
 @pytest.fixture(scope="module")
@@ -147,11 +86,11 @@ CONFIGS = [path for recipe in ("tokenize", "continuation", "text_to_audio", "pro
 def test_every_recipe_config_names_its_command_and_loads(config):
     from lm.config import lm_config
     from lm.data import max_sequence_length
-    from recipes.continuation.pipeline import RECIPE_KEYS, config_path
+    from semanticodec_lm.training.lm_pipeline import RECIPE_KEYS, config_path
     from semanticodec_lm.training.runs import load_config as load_train_config
     from recipes.probe.run import KNOWN_KEYS as PROBE_KEYS
     from semanticodec_lm.training.config import flatten_overrides, load_recipe_config
-    from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
+    from semanticodec_lm.corpus.token_corpus import CONFIG_KEYS as TOKENIZE_KEYS
 
     recipe = config.parent.parent.name
     module = {"tokenize": "recipes.tokenize.tokenize_corpus"}.get(recipe, f"recipes.{recipe}.run")
@@ -170,16 +109,3 @@ def test_every_recipe_config_names_its_command_and_loads(config):
                       text_vocab_size=text_vocab, **fields)
     text_tokens = train["data"]["max_text_tokens"] if text_vocab else None
     assert max_sequence_length(model.layout, train["data"]["max_frames"], text_tokens) <= model.max_seq_len
-
-
-def test_samples_are_keyed_on_the_codec_weights():
-    from recipes.continuation.pipeline import weights_digest
-
-    torch.manual_seed(0)
-    codec = SemantiCodec(get_config("tiny-100"))
-    first = weights_digest(codec)
-    assert weights_digest(codec) == first and len(first) == 16
-    with torch.no_grad():
-        next(codec.decoder.parameters()).view(-1)[0] += 1e-3  # the same configuration, other weights
-    assert weights_digest(codec) != first
-    assert weights_digest(torch.nn.Linear(2, 2).to(torch.bfloat16))  # any dtype hashes

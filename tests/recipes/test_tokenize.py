@@ -16,7 +16,8 @@ from codec.model import SemantiCodec
 from codec.tokenfile import load_tokens
 from lm.data import read_manifest as read_token_manifest
 from recipes.data.world.family import SyntheticWorld
-from recipes.tokenize.tokenize_corpus import main, shard_items
+from recipes.tokenize.tokenize_corpus import main
+from semanticodec_lm.corpus.token_corpus import shard_items
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tokenize" / "configs" / "tiny.yaml"

@@ -1,7 +1,7 @@
-"""The steps the LM recipes share: tokenize, train (``recipes/lm/train.py``), export, validate, evaluate.
+"""The driver the LM recipes share (continuation, text-to-audio): tokenize, train, export, validate, evaluate.
 
-Tokenization and training run as subprocesses (``python -m recipes.tokenize.tokenize_corpus``,
-``python -m recipes.lm.train``), so that each can start its own DDP ranks on GPUs and nodes; the
+Tokenization and training run as subprocesses (``python -m <module>``, the modules the calling recipe
+names in :class:`LMSteps`), so that each can start its own DDP ranks on GPUs and nodes; the
 driver keeps a marker per finished step (``<run_dir>/steps/<name>.json``: the exact command and a
 digest of its input) and skips a step whose command and input have not changed. Both steps resume
 by themselves after a kill (finished shards, ``last.ckpt``); generated samples on disk are kept as
@@ -10,7 +10,6 @@ long as the model and the evaluation settings are the same.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -18,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -29,18 +29,31 @@ from codec.audio import write_audio
 from codec.config import SAMPLE_RATE
 from codec.files import write_text_atomic
 from lm.api import export_checkpoint, load_lm_folder
-from lm.data import TokenSequenceDataset, collate, max_sequence_length
+from lm.data import TokenSequenceDataset, collate, max_sequence_length, training_captions
 from lm.data import read_manifest as read_token_rows
 from lm.module import lm_loss
+from lm.text import train_text_tokenizer as train_sentencepiece
+from semanticodec_lm.corpus.manifest import evenly_spaced, read_manifest
+from semanticodec_lm.corpus.token_corpus import CONFIG_KEYS as TOKENIZE_KEYS
+from semanticodec_lm.corpus.token_corpus import MANIFEST_FILE, REPORT_FILE
 from semanticodec_lm.measure import KindProbe, stated_properties
-from recipes.tokenize.tokenize_corpus import KNOWN_KEYS as TOKENIZE_KEYS
-from semanticodec_lm.corpus.manifest import evenly_spaced
-from semanticodec_lm.corpus.manifest import read_manifest
 from semanticodec_lm.training.config import flatten_overrides, load_recipe_config
 from semanticodec_lm.training.runs import load_config as load_train_config
 
 REPO = Path(__file__).resolve().parents[2]  # configs named relative to it are found from anywhere
 RECIPE_KEYS = {"seed", "run_dir", "logger", "wandb", "tokenize", "text_tokenizer", "train", "evaluate", "model"}
+
+
+@dataclass(frozen=True)
+class LMSteps:
+    """What the driver runs, named by the recipe that calls it: the tokenize and LM-training modules
+    (run as ``python -m <module> --config <yaml> key=value...``) and the configs used when the recipe's
+    ``tokenize`` or ``train`` section names none (paths relative to the repository root)."""
+
+    tokenize_module: str
+    train_module: str
+    tokenize_config: str
+    train_config: str
 
 
 def digest(path: Path) -> str:
@@ -92,49 +105,52 @@ def run_module(module: str, args: list[str], what: str) -> str:
     return "".join(lines)
 
 
-def prepare_tokens(config: dict[str, Any], run_dir: Path) -> tuple[Path, dict[str, Any]]:
+def prepare_tokens(config: dict[str, Any], run_dir: Path, steps: LMSteps) -> tuple[Path, dict[str, Any]]:
     """Tokenize the corpus as the ``tokenize`` section says; returns (token manifest, tokenize report)."""
     section = dict(config.get("tokenize") or {})
-    base = config_path(section.get("config", "recipes/tokenize/configs/tiny.yaml"))
+    base = config_path(section.get("config", steps.tokenize_config))
     overrides = flatten_overrides(section.get("overrides"))
     resolved = load_recipe_config(base, overrides, TOKENIZE_KEYS)
     out = Path(resolved["out"]).absolute()
     command = ["--config", str(base), *overrides]
     key = [*command, f"# corpus {digest(Path(resolved['manifest']))}"]
-    report_path = out / "tokenize_report.json"
+    report_path = out / REPORT_FILE
     if step_done(run_dir, "tokenize", key) is None or not report_path.is_file():
         started = time.monotonic()
-        run_module("recipes.tokenize.tokenize_corpus", command, "tokenize")
+        run_module(steps.tokenize_module, command, "tokenize")
+        if not report_path.is_file():
+            raise SystemExit(f"[tokenize] {steps.tokenize_module} finished without writing {report_path}")
         mark_done(run_dir, "tokenize", key, {"seconds": round(time.monotonic() - started, 1)})
     report = json.loads(report_path.read_text(encoding="utf-8"))
     report["step_seconds"] = step_done(run_dir, "tokenize", key)["seconds"]
-    return out / "manifest.jsonl", report
+    return out / MANIFEST_FILE, report
 
 
 def train_text_tokenizer(config: dict[str, Any], run_dir: Path, manifest: Path) -> Path:
-    """Train the caption tokenizer (``recipes/lm/train_text_tokenizer.py``) on the training captions."""
-    from recipes.lm.train_text_tokenizer import main as train_tokenizer
-
+    """Train the caption tokenizer (sentencepiece, as the ``text_tokenizer`` section says) on the token
+    manifest's training captions; returns the ``.model`` file."""
     section = dict(config.get("text_tokenizer") or {})
     prefix = run_dir / "text" / "captions"
-    command = ["--manifest", str(manifest), "--out-prefix", str(prefix), "--vocab-size",
-               str(section.get("vocab_size", 256)), "--model-type", section.get("model_type", "unigram")]
+    vocab_size, model_type = int(section.get("vocab_size", 256)), str(section.get("model_type", "unigram"))
     model_path = prefix.with_name(prefix.name + ".model")
-    key = [*command, f"# tokens {digest(manifest)}"]
+    key = [f"vocab_size={vocab_size}", f"model_type={model_type}", f"# tokens {digest(manifest)}"]
     if step_done(run_dir, "text_tokenizer", key) is None or not model_path.is_file():
-        size = train_tokenizer(command)
-        mark_done(run_dir, "text_tokenizer", key, {"vocab_size": size})
+        captions = training_captions(manifest)
+        if not captions:
+            raise SystemExit(f"{manifest}: no training captions for the text tokenizer")
+        tokenizer = train_sentencepiece(captions, prefix, vocab_size, model_type)
+        mark_done(run_dir, "text_tokenizer", key, {"vocab_size": tokenizer.vocab_size})
     return model_path
 
 
 def train_and_export(config: dict[str, Any], run_dir: Path, manifest: Path, tokenize_report: dict[str, Any],
-                     text_tokenizer: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Train the LM with ``recipes/lm/train.py`` and export ``last.ckpt`` as an LM folder (``<run_dir>/model``).
+                     steps: LMSteps, text_tokenizer: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train the LM (``steps.train_module``) and export ``last.ckpt`` as an LM folder (``<run_dir>/model``).
 
     Returns (model folder, train summary with the step's wall time).
     """
     section = dict(config.get("train") or {})
-    base = config_path(section.get("config", "recipes/lm/configs/tiny.yaml"))
+    base = config_path(section.get("config", steps.train_config))
     command = ["--config", str(base), f"data.manifest={manifest}", f"run_dir={run_dir / 'train'}",
                f"seed={int(config.get('seed', 0))}", f"logger={config.get('logger', 'wandb')}"]
     if text_tokenizer is not None:
@@ -148,7 +164,7 @@ def train_and_export(config: dict[str, Any], run_dir: Path, manifest: Path, toke
     model_dir = run_dir / "model"
     if summary is None or not (model_dir / "config.json").is_file():
         started = time.monotonic()
-        output = run_module("recipes.lm.train", command, "train")
+        output = run_module(steps.train_module, command, "train")
         reports = [json.loads(line.split(" ", 1)[1]) for line in output.splitlines()
                    if line.startswith("LM_TRAIN_SUMMARY ")]
         rank_zero = next((report for report in reports if report.get("rank") == 0), {})
@@ -190,18 +206,18 @@ def existing_model(spec: str, tokenize_report: dict[str, Any]) -> tuple[Path, di
     return folder, {**(loaded.info.get("train") or {}), "model": str(folder), "seconds": 0.0}
 
 
-def tokenize_and_train(config: dict[str, Any], run_dir: Path, *, with_text: bool) -> TrainedLM:
+def tokenize_and_train(config: dict[str, Any], run_dir: Path, steps: LMSteps, *, with_text: bool) -> TrainedLM:
     """Tokenize the corpus, train the text tokenizer (``with_text``), train and export the LM, validate it.
 
     With ``model`` set in the config, that LM folder is evaluated instead and nothing is trained.
     """
-    manifest, tokenize_report = prepare_tokens(config, run_dir)
+    manifest, tokenize_report = prepare_tokens(config, run_dir, steps)
     if config.get("model"):
         model_dir, train_summary = existing_model(str(config["model"]), tokenize_report)
     else:
         text_model = train_text_tokenizer(config, run_dir, manifest) if with_text else None
-        model_dir, train_summary = train_and_export(config, run_dir, manifest, tokenize_report, text_model)
-    validation = validation_metrics(model_dir, manifest, train_data_settings(config, manifest))
+        model_dir, train_summary = train_and_export(config, run_dir, manifest, tokenize_report, steps, text_model)
+    validation = validation_metrics(model_dir, manifest, train_data_settings(config, manifest, steps))
     timings = {"tokenize": tokenize_report["step_seconds"], "train": train_summary["seconds"]}
     return TrainedLM(manifest, tokenize_report, model_dir, train_summary, validation, timings)
 
@@ -257,10 +273,10 @@ def resolve_codec_source(spec: str) -> str:
     return str(Path(spec).resolve()) if Path(spec).is_dir() else spec
 
 
-def train_data_settings(config: dict[str, Any], manifest: Path) -> dict[str, Any]:
+def train_data_settings(config: dict[str, Any], manifest: Path, steps: LMSteps) -> dict[str, Any]:
     """The ``data`` section the LM was trained with (base config plus overrides)."""
     section = dict(config.get("train") or {})
-    resolved = load_train_config(config_path(section.get("config", "recipes/lm/configs/tiny.yaml")),
+    resolved = load_train_config(config_path(section.get("config", steps.train_config)),
                                  flatten_overrides(section.get("overrides")) + [f"data.manifest={manifest}"])
     return dict(resolved.get("data") or {})
 
@@ -302,7 +318,7 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
         swapped = list(rows)
         half = len(captioned) // 2  # neighbours in a manifest often share a source and a caption
         for i, j in zip(captioned, captioned[half:] + captioned[:half]):
-            swapped[i] = dataclasses.replace(rows[i], caption=rows[j].caption)
+            swapped[i] = replace(rows[i], caption=rows[j].caption)
         metrics["valid_loss_other_caption"] = round(loss_on(swapped)[0], 4)
         metrics["valid_loss_no_caption"] = round(loss_on(rows, text_dropout=1.0)[0], 4)
     return metrics
