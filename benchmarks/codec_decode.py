@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from codec.config import get_config
+from codec.config import SAMPLE_RATE, get_config
 from codec import vae as vae_module
 from codec import vocoder as vocoder_module
 from codec.diffusion import unet as unet_module
@@ -70,7 +70,7 @@ def bf16_quality(source: str, steps: int = 25) -> list[dict]:
     rows = []
     for path in sorted(ACCEPTANCE_CLIPS.glob("*.flac")):
         wave = load_audio(path)
-        exact, fast = (codec.reconstruct(wave[None], 16000, steps=steps, sampler="dpmpp2m", seed=0,
+        exact, fast = (codec.reconstruct(wave[None], SAMPLE_RATE, steps=steps, sampler="dpmpp2m", seed=0,
                                          precision=precision)[0, 0] for precision in ("fp32", "bf16"))
         n = min(wave.numel(), exact.numel())
         rows.append({"clip": path.stem, "bf16_vs_fp32": mel_distance(exact[:n], fast[:n]),

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from codec.config import SEGMENT_FRAMES, official_config
+from codec.config import SAMPLE_RATE, SEGMENT_FRAMES, official_config
 from codec.encoder import SemantiCodecEncoder
 from codec.frontend import waveform_to_fbank
 from codec.model import precision_context
@@ -28,7 +28,7 @@ from semanticodec_lm.hardware import cpu_description
 def synthetic_audio(seconds: float, seed: int = 0) -> torch.Tensor:
     """A tone-plus-noise signal with slow amplitude modulation, float32 [N] at 16 kHz."""
     g = torch.Generator().manual_seed(seed)
-    t = torch.arange(int(seconds * 16000)) / 16000
+    t = torch.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     tone = torch.sin(2 * torch.pi * 220 * t) * (0.5 + 0.5 * torch.sin(2 * torch.pi * 0.5 * t))
     return (0.3 * tone + 0.05 * torch.randn(t.shape, generator=g)).float()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from codec.config import SAMPLE_RATE
 from semanticodec_lm.hardware import cpu_description
 
 
@@ -35,8 +36,8 @@ def worker(what: str, minutes: float, codec_name: str, steps: int) -> dict:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "long.wav"
             g = torch.Generator().manual_seed(0)
-            t = torch.arange(int(minutes * 60 * 16000)) / 16000
-            write_audio(path, 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.02 * torch.randn(t.shape, generator=g), 16000)
+            t = torch.arange(int(minutes * 60 * SAMPLE_RATE)) / SAMPLE_RATE
+            write_audio(path, 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.02 * torch.randn(t.shape, generator=g), SAMPLE_RATE)
             del t
             baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
             start = time.perf_counter()

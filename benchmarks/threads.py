@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from codec.config import SAMPLE_RATE
 from semanticodec_lm.hardware import cpu_description, usable_cores
 
 
@@ -33,11 +34,11 @@ def worker(component: str, threads: int, steps: int) -> float:
         from codec.model import SemantiCodec
 
         codec = SemantiCodec.from_pretrained("default").eval()
-        tokens = codec.encode(wave[None], 16000)
+        tokens = codec.encode(wave[None], SAMPLE_RATE)
 
         def run() -> None:
             if component == "encode":
-                codec.encode(wave[None], 16000)
+                codec.encode(wave[None], SAMPLE_RATE)
             else:
                 codec.decode(tokens.tokens, tokens.lengths, steps=steps, sampler="dpmpp2m", seed=0)
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from codec.config import SAMPLE_RATE
 from codec.frontend import MEL_HOP, log_mel_64
 from codec.vae import AutoencoderKL
 from semanticodec_lm.training.codec_stages import (
@@ -38,7 +39,7 @@ def crop_mel(audio: torch.Tensor, multiple: int) -> torch.Tensor:
     frames = mel.shape[1] // multiple * multiple
     if frames == 0:
         raise ValueError(f"crops of {audio.shape[-1]} samples give fewer than {multiple} mel frames; "
-                         f"use data.segment_seconds >= {multiple * MEL_HOP / 16000}")
+                         f"use data.segment_seconds >= {multiple * MEL_HOP / SAMPLE_RATE}")
     return mel[:, None, :frames]
 
 

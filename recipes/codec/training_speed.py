@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from codec.config import SAMPLE_RATE
 from recipes.codec.train_audiomae import AudioMAEModule
 from recipes.codec.train_ldm import LDMModule
 from recipes.codec.train_vae import VAEModule
@@ -45,7 +46,7 @@ def step_seconds(stage: str, codec: str, precision: str, channels_last: bool, re
     if stage == "vocoder":
         parameters = list(module.generator.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=1e-5)
-    audio = 0.1 * torch.randn(batch_size, int(seconds * 16000))
+    audio = 0.1 * torch.randn(batch_size, int(seconds * SAMPLE_RATE))
     batch = {"audio": audio, "length": torch.full((batch_size,), audio.shape[1])}
     generator = torch.Generator().manual_seed(0)
     times = []
