@@ -17,7 +17,9 @@ averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample 
 ``ema_decay`` > 0 keeps an exponential moving average of the UNet, which is what gets exported.
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
 instead of the stage folders; ``train_encoder: false`` then keeps its acoustic encoder and VQ
-frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves.
+frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves. With
+``init_from``, ``audiomae`` and ``kmeans`` may still name new stage runs: they replace the codec's
+own (new semantic tokens), and the acoustic encoder and UNet continue from the codec's weights.
 Writes ``<run_dir>/weights.safetensors`` (encoder LSTM, projection and VQ; UNet, schedule and
 ``scale_factor``).
 """
@@ -66,8 +68,11 @@ class LDMModule(StageModule):
         self.save_hyperparameters()
         config = self.codec_config
         if init_from:
-            if any(source is not None for source in (audiomae, kmeans, vae)):
-                raise SystemExit("model.init_from replaces model.audiomae, model.kmeans and model.vae: give one or the other")
+            if vae is not None:
+                raise SystemExit("model.init_from brings its VAE (the latent space its UNet learnt): drop model.vae")
+            if (audiomae is not None or kmeans is not None) and not train_encoder:
+                raise SystemExit("a new model.audiomae or model.kmeans changes the semantic tokens and the acoustic "
+                                 "encoder's input: it needs model.train_encoder=true")
             self.codec = SemantiCodec.from_pretrained(init_from).requires_grad_(False)
             if self.codec.config.to_dict() | {"name": "", "vocoder": None} != config.to_dict() | {"name": "", "vocoder": None}:
                 raise SystemExit(f"model.init_from={init_from}: its config differs from {config.name!r} beyond the vocoder")

@@ -182,6 +182,28 @@ def test_ldm_fine_tune_keeps_the_tokens_weights_by_min_snr_and_exports_the_ema(c
         LDMModule("tiny-100", train_encoder=False)
 
 
+def test_ldm_continues_a_codec_on_new_semantic_tokens(tmp_path):
+    from semanticodec_lm.training.codec_stages import write_weights
+
+    torch.manual_seed(0)
+    config = get_config("tiny-100")
+    start = SemantiCodec(config)
+    start.decoder.scale_factor.fill_(0.5)
+    folder = start.save_pretrained(tmp_path / "start")
+    centroids = torch.randn_like(start.encoder.semantic_codebook.centroids)
+    kmeans = write_weights(tmp_path / "kmeans.safetensors", {"encoder.semantic_codebook.centroids": centroids},
+                           config, "kmeans")
+    module = LDMModule("tiny-100", init_from=str(folder), kmeans=str(kmeans))
+    assert torch.equal(module.codec.encoder.semantic_codebook.centroids, centroids)
+    assert all(torch.equal(v, start.decoder.model.state_dict()[k]) for k, v in module.codec.decoder.model.state_dict().items())
+    assert float(module.codec.decoder.scale_factor) == 0.5 and float(module.scale_ready) == 1
+    assert all(p.requires_grad for p in module.codec.encoder.encoder.parameters())
+    with pytest.raises(SystemExit, match="needs model.train_encoder=true"):
+        LDMModule("tiny-100", init_from=str(folder), kmeans=str(kmeans), train_encoder=False)
+    with pytest.raises(SystemExit, match="drop model.vae"):
+        LDMModule("tiny-100", init_from=str(folder), vae=str(kmeans))
+
+
 def test_every_stage_script_runs_and_exports_a_loadable_codec(corpus, tmp_path):
     runs = tmp_path / "runs"
     common = [f"data.manifest={corpus}", "logger=none", "trainer.accelerator=cpu", "trainer.max_steps=2",
