@@ -256,6 +256,10 @@ class AutoencoderKL(nn.Module):
             raise ValueError(
                 f"VAE latent must be [batch, {self.cfg.embed_dim}, time, freq], got shape {tuple(z.shape)}"
             )
+        if torch.is_autocast_enabled(z.device.type):
+            # bf16 convolutions run about 2.5x faster channels-last (oneDNN/AMX, cuDNN); float32 keeps
+            # the official layout, whose numbers parity checks.
+            z = z.contiguous(memory_format=torch.channels_last)
         return self.decoder(self.post_quant_conv(z))
 
     def mel_to_waveform(self, mel: torch.Tensor) -> torch.Tensor:

@@ -144,3 +144,19 @@ def test_rejects_bad_inputs():
         AutoencoderKL(VAEConfig(ch=16), VocoderConfig())
     with pytest.raises(ValueError, match="num_mels"):
         AutoencoderKL(TINY_VAE, VocoderConfig(num_mels=80))
+
+
+def test_bf16_decode_runs_channels_last_and_stays_close_to_float32():
+    torch.manual_seed(0)
+    vae = AutoencoderKL(TINY_VAE, VocoderConfig(upsample_initial_channel=32)).eval()
+    z = torch.randn(2, 8, 8, 16)
+    seen = []
+    hook = vae.post_quant_conv.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        exact = vae.decode(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = vae.decode(z)
+    hook.remove()
+    assert seen[0].is_contiguous() and seen[1].is_contiguous(memory_format=torch.channels_last)
+    assert fast.shape == exact.shape
+    assert float((fast.float() - exact).norm() / exact.norm()) < 5e-2
