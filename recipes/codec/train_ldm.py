@@ -18,8 +18,9 @@ averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample 
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
 instead of the stage folders; ``train_encoder: false`` then keeps its acoustic encoder and VQ
 frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves. With
-``init_from``, ``audiomae`` and ``kmeans`` may still name new stage runs: they replace the codec's
-own (new semantic tokens), and the acoustic encoder and UNet continue from the codec's weights.
+``init_from``, ``audiomae``, ``kmeans`` and ``vae`` may still name new stage runs: they replace the
+codec's own (new semantic tokens need ``train_encoder: true``; a new VAE has its ``scale_factor``
+measured again), and the acoustic encoder and UNet continue from the codec's weights.
 Writes ``<run_dir>/weights.safetensors`` (encoder LSTM, projection and VQ; UNet, schedule and
 ``scale_factor``).
 """
@@ -68,8 +69,6 @@ class LDMModule(StageModule):
         self.save_hyperparameters()
         config = self.codec_config
         if init_from:
-            if vae is not None:
-                raise SystemExit("model.init_from brings its VAE (the latent space its UNet learnt): drop model.vae")
             if (audiomae is not None or kmeans is not None) and not train_encoder:
                 raise SystemExit("a new model.audiomae or model.kmeans changes the semantic tokens and the acoustic "
                                  "encoder's input: it needs model.train_encoder=true")
@@ -94,8 +93,9 @@ class LDMModule(StageModule):
         for module in (*trained, self.codec.decoder.model):
             module.requires_grad_(True)
         self.vq = EMAQuantizerTrainer(encoder.quantizer, vq_decay, dead_code_threshold)
-        # A codec that starts trained already has its scale factor: the latent space must not move.
-        self.register_buffer("scale_ready", torch.ones(()) if init_from else torch.zeros(()))
+        # A codec that starts trained already has its scale factor: the latent space must not move. A new
+        # VAE is a new latent space: its scale is measured again on the first batch.
+        self.register_buffer("scale_ready", torch.ones(()) if init_from and vae is None else torch.zeros(()))
         self.unet_ema = copy.deepcopy(self.codec.decoder.model).requires_grad_(False) if ema_decay > 0 else None
 
     def train(self, mode: bool = True):
