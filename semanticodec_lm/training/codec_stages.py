@@ -340,7 +340,7 @@ def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
     last = checkpoint_dir / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None, weights_only=True)
     # A stop by max_time (or max_steps between intervals) would otherwise leave last.ckpt behind the weights.
-    trainer.save_checkpoint(last)
+    trainer.save_checkpoint(last, weights_only=False)  # optimizer state too: the run resumes from it
     if trainer.is_global_zero:
         write_weights(run_dir / WEIGHTS_FILE, module.export_weights(), module.codec_config, module.stage)
     report = summary.report(trainer)
