@@ -178,7 +178,7 @@ class SemantiCodec(nn.Module):
         return [prepare_waveform(item, sample_rate, channel_policy=channel_policy, name=f"<tensor {i}>")
                 for i, item in enumerate(items)]
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: it defeats autocast's weight-cast cache
     def encode(
         self,
         audio: AudioInput,
@@ -205,7 +205,7 @@ class SemantiCodec(nn.Module):
         return self.encode_waveforms(self._waveforms(audio, sample_rate, channel_policy), batch_size=batch_size,
                                      precision=precision)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: it defeats autocast's weight-cast cache
     def encode_waveforms(self, waveforms: Sequence[torch.Tensor], *, batch_size: int = 8,
                          precision: str = "fp32") -> Tokens:
         """Mono 16-kHz waveforms (a list of float32 [N_i], already validated) to :class:`Tokens`."""
@@ -253,7 +253,7 @@ class SemantiCodec(nn.Module):
         padded[: end - start] = features
         return padded
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: it defeats autocast's weight-cast cache
     def iter_decode(
         self,
         tokens: torch.Tensor,
@@ -295,6 +295,7 @@ class SemantiCodec(nn.Module):
         # Window j of an item starts at j * (window - overlap) output samples: a last window that
         # the trim cuts short is vocoded only as far as the kept samples reach.
         advance = self.decoder.window_samples - OVERLAP_SAMPLES
+        self.decoder.use_channels_last_weights(precision == "bf16")
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start : start + batch_size]
             features = torch.stack([self._window_features(tokens[item], *bounds) for item, _, bounds in batch])

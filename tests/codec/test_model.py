@@ -178,6 +178,11 @@ def test_bf16_precision_keeps_most_tokens_and_stays_close_to_float32(codec):
     quick = codec.decode(exact.tokens, exact.lengths, steps=2, sampler="dpmpp2m", seed=0, precision="bf16")
     assert quick.dtype == torch.float32 and quick.shape == audio.shape
     assert 0 < ((quick - audio).norm() / audio.norm()).item() < 0.2
+    conv_weights = [p for p in codec.decoder.parameters() if p.dim() == 4 and p.shape[-2:] != (1, 1)]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    # Float32 after bf16 puts the weights back as loaded: the official numbers, bit for bit.
+    again = codec.decode(exact.tokens, exact.lengths, steps=2, sampler="dpmpp2m", seed=0)
+    assert torch.equal(again, audio) and all(p.is_contiguous() for p in conv_weights)
     for call in (lambda: codec.encode(wave, 16000, precision="fp16"),
                  lambda: codec.decode(exact.tokens, precision="half"),
                  lambda: codec.reconstruct(wave, 16000, precision="int8")):
