@@ -187,11 +187,12 @@ class Decoder(nn.Module):
 class DiagonalGaussian:
     """Posterior N(mean, exp(logvar)) from encoder moments [B, 2*C, ...] split along dim 1.
 
-    ``logvar`` is clamped to [-30, 20] as in the official distribution.
+    ``logvar`` is clamped to [-30, 20] as in the official distribution. The posterior is float32
+    whatever precision the encoder ran in (a bf16 encoder's moments are widened first).
     """
 
     def __init__(self, moments: torch.Tensor) -> None:
-        mean, logvar = torch.chunk(moments, 2, dim=1)
+        mean, logvar = torch.chunk(moments.float(), 2, dim=1)
         self.mean = mean
         self.logvar = logvar.clamp(*LOGVAR_RANGE)
         self.std = torch.exp(0.5 * self.logvar)

@@ -10,7 +10,10 @@ quantised by the EMA codebook (``codec/training/vq.py``, straight-through gradie
 The decoder conditioning is [quantised acoustic | centroid] for the clip's token budget and -1
 after it, exactly as ``SemantiCodec.decode`` builds it; with probability ``cfg_dropout`` it is
 replaced by the unconditional context (zeros, then the positions). The frozen VAE encodes the
-64-bin log-mel; its latent sample times ``scale_factor`` is the diffusion target. ``scale_factor``
+64-bin log-mel; its latent sample times ``scale_factor`` is the diffusion target (``latent_precision``:
+``bf16`` runs that frozen encoder under bf16 autocast, channels-last: about 5x faster than float32 on
+an AMX CPU, where it was half of a step, with latent means within 0.5 % RMS of the float32 ones, far
+inside the posterior's own sampling noise; ``fp32`` is exact). ``scale_factor``
 is set once, on the first training batch, to 1 / std of the latents (the official scale_by_std;
 averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample by min-SNR-γ
 (``min_snr_gamma``: min(SNR, γ) / (SNR + 1), 0 for the plain MSE), + ``commitment_weight`` x commitment.
@@ -35,7 +38,7 @@ import torch.distributed as dist
 from codec.acoustic import build_lstm_input, mask_padding_rows, run_acoustic_lstm, silence_cutoff_rows
 from codec.diffusion.conditioning import build_context
 from codec.frontend import token_budget
-from codec.model import SemantiCodec
+from codec.model import PRECISIONS, SemantiCodec
 from codec.semantic import concat_patches
 from semanticodec_lm.training.codec_stages import (
     StageModule,
@@ -64,9 +67,11 @@ class LDMModule(StageModule):
                  vq_decay: float = 0.9, dead_code_threshold: float = 0.0, lr: float = 1e-4,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 100,
                  min_lr_ratio: float = 1.0, min_snr_gamma: float = 0.0, ema_decay: float = 0.0,
-                 init_from: str | None = None, train_encoder: bool = True) -> None:
+                 init_from: str | None = None, train_encoder: bool = True, latent_precision: str = "fp32") -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
         self.save_hyperparameters()
+        if latent_precision not in PRECISIONS:
+            raise SystemExit(f"model.latent_precision must be one of {', '.join(PRECISIONS)}, got {latent_precision!r}")
         config = self.codec_config
         if init_from:
             if (audiomae is not None or kmeans is not None) and not train_encoder:
@@ -97,6 +102,8 @@ class LDMModule(StageModule):
         # VAE is a new latent space: its scale is measured again on the first batch.
         self.register_buffer("scale_ready", torch.ones(()) if init_from and vae is None else torch.zeros(()))
         self.unet_ema = copy.deepcopy(self.codec.decoder.model).requires_grad_(False) if ema_decay > 0 else None
+        if latent_precision == "bf16":  # the frozen VAE's activations run channels-last; so should its weights
+            first_stage.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -130,8 +137,15 @@ class LDMModule(StageModule):
     def target_latents(self, audio: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Scaled VAE latent samples [B, 8, 256, 16] of 10.24-s crops; sets scale_factor on first use."""
         first_stage, decoder = self.codec.decoder.first_stage_model, self.codec.decoder
+        mel = crop_mel(audio.float(), first_stage.downsampling)
+        if self.hparams.latent_precision == "bf16":
+            with torch.autocast(audio.device.type, dtype=torch.bfloat16):
+                posterior = first_stage.encode(mel.contiguous(memory_format=torch.channels_last))
+        else:
+            with full_precision(audio.device):
+                posterior = first_stage.encode(mel)
         with full_precision(audio.device):
-            latents = first_stage.encode(crop_mel(audio.float(), first_stage.downsampling)).sample(generator)
+            latents = posterior.sample(generator)
         if not self.scale_ready:
             moments = torch.stack([latents.sum(), latents.pow(2).sum(), torch.tensor(float(latents.numel()),
                                                                                       device=latents.device)])

@@ -207,6 +207,20 @@ def test_ldm_continues_a_codec_on_new_semantic_tokens(tmp_path):
     assert float(with_new_vae.scale_ready) == 0  # a new latent space: the scale is measured again
 
 
+def test_ldm_targets_in_bf16_stay_close_to_float32_and_bad_precision_is_named():
+    torch.manual_seed(0)
+    exact, fast = (LDMModule("tiny-100", latent_precision=p) for p in ("fp32", "bf16"))
+    fast.load_state_dict(exact.state_dict())
+    g = torch.Generator().manual_seed(0)
+    audio = 0.3 * torch.randn(2, SEGMENT_SAMPLES, generator=g)
+    targets = [m.target_latents(audio, torch.Generator().manual_seed(1)) for m in (exact, fast)]
+    assert targets[1].dtype == torch.float32 and targets[1].shape == targets[0].shape
+    error = (targets[1] - targets[0]).pow(2).mean().sqrt() / targets[0].std()
+    assert 0 < error < 0.05
+    with pytest.raises(SystemExit, match="model.latent_precision must be one of fp32, bf16"):
+        LDMModule("tiny-100", latent_precision="fp16")
+
+
 def test_every_stage_script_runs_and_exports_a_loadable_codec(corpus, tmp_path):
     runs = tmp_path / "runs"
     common = [f"data.manifest={corpus}", "logger=none", "trainer.accelerator=cpu", "trainer.max_steps=2",
