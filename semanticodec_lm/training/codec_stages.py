@@ -7,8 +7,9 @@ A stage script builds its LightningModule and calls :func:`run_stage`, which
   num_nodes are plain Trainer flags), resuming from ``<run_dir>/checkpoints/last.ckpt`` when it exists,
 - writes checkpoints atomically, logs to wandb (offline unless ``WANDB_API_KEY`` is set) or csv,
   prints progress lines to the console, and
-- at the end writes ``<run_dir>/weights.safetensors``: the stage's trained weights under the
-  :class:`~codec.model.SemantiCodec` key names (``recipes/codec/export.py`` assembles them).
+- with every checkpoint (and at the end) writes ``<run_dir>/weights.safetensors``: the stage's trained
+  weights under the :class:`~codec.model.SemantiCodec` key names (``recipes/codec/export.py``
+  assembles them), so a run stopped at any point can be exported without resuming it.
 
 Each rank prints ``CODEC_TRAIN_SUMMARY {json}`` when it finishes.
 """
@@ -307,12 +308,24 @@ def parse_args(description: str, argv: list[str] | None, extra_sections: tuple[s
     return load_recipe_config(args.config, args.overrides, SECTIONS | set(extra_sections))
 
 
+class WeightsWithCheckpoints(L.Callback):
+    """Rank 0 writes the stage's weights file (atomically) whenever a full checkpoint is saved."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: "StageModule", checkpoint: dict) -> None:
+        if trainer.is_global_zero:
+            write_weights(self.path, pl_module.export_weights(), pl_module.codec_config, pl_module.stage)
+
+
 def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
               callbacks: list[L.Callback] | None = None) -> dict:
     """Train one stage as configured; returns this rank's summary (also printed as CODEC_TRAIN_SUMMARY).
 
     ``build_module(model_and_optim_kwargs, seed)`` makes the LightningModule from the ``model`` and
-    ``optim`` sections; ``callbacks`` join the run's own. Rank 0 writes ``<run_dir>/weights.safetensors`` when training ends.
+    ``optim`` sections; ``callbacks`` join the run's own. Rank 0 writes ``<run_dir>/weights.safetensors``
+    with every checkpoint, the last one when training ends.
     """
     seed = int(config.get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
@@ -333,16 +346,16 @@ def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
     trainer_options = dict(config.get("trainer") or {})
     progress = ConsoleProgress(module.stage, int(trainer_options.get("log_every_n_steps", 50)))
     trainer = L.Trainer(
-        default_root_dir=run_dir, logger=make_logger(config, run_dir), callbacks=[checkpoints, summary, progress, *(callbacks or [])],
+        default_root_dir=run_dir, logger=make_logger(config, run_dir),
+        callbacks=[checkpoints, WeightsWithCheckpoints(run_dir / WEIGHTS_FILE), summary, progress, *(callbacks or [])],
         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, enable_model_summary=False,
         **trainer_options,
     )
     last = checkpoint_dir / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None, weights_only=True)
-    # A stop by max_time (or max_steps between intervals) would otherwise leave last.ckpt behind the weights.
+    # A stop by max_time (or max_steps between intervals) would otherwise leave last.ckpt (and the
+    # weights written with it) behind the trained state.
     trainer.save_checkpoint(last, weights_only=False)  # optimizer state too: the run resumes from it
-    if trainer.is_global_zero:
-        write_weights(run_dir / WEIGHTS_FILE, module.export_weights(), module.codec_config, module.stage)
     report = summary.report(trainer)
     print("CODEC_TRAIN_SUMMARY " + json.dumps(report), flush=True)
     return report

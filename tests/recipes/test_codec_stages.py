@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from codec.config import SEGMENT_SAMPLES, get_config
 from codec.model import SemantiCodec
@@ -255,6 +256,34 @@ def test_every_stage_script_runs_and_exports_a_loadable_codec(corpus, tmp_path):
         export("tiny-50", {stage: runs / stage for stage in STAGE_MAINS}, tmp_path / "bad")
     with pytest.raises(SystemExit, match="over the 0.001 MB budget"):
         export("tiny-100", {stage: runs / stage for stage in STAGE_MAINS}, tmp_path / "small", max_mb=0.001)
+
+
+def test_a_killed_run_holds_the_weights_of_its_last_checkpoint(corpus, tmp_path):
+    import lightning as L
+
+    from semanticodec_lm.training.codec_stages import WEIGHTS_FILE, model_kwargs, parse_args, run_stage
+
+    class Killed(Exception):
+        pass
+
+    class KillAtStep3(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 3:
+                raise Killed
+
+    run = tmp_path / "vae"
+    config = parse_args("", ["--config", str(CONFIGS / "vae_tiny.yaml"), f"run_dir={run}", f"data.manifest={corpus}",
+                             "logger=none", "trainer.accelerator=cpu", "trainer.limit_val_batches=1",
+                             "trainer.val_check_interval=100", "data.batch_size=1",
+                             "checkpoint.every_n_train_steps=2", "trainer.max_steps=10"])
+    with pytest.raises(Killed):
+        run_stage(config, lambda values, seed: VAEModule(**model_kwargs(values, VAEModule, seed)), [KillAtStep3()])
+    weights = load_file(str(run / WEIGHTS_FILE))  # written with the step-2 checkpoint, not at the end
+    checkpoint = torch.load(run / "checkpoints" / "step2.ckpt", weights_only=True)
+    module = VAEModule(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])
+    exported = module.export_weights()
+    assert weights.keys() == exported.keys() and all(torch.equal(weights[k], v) for k, v in exported.items())
 
 
 def test_bad_inputs_get_clear_errors(corpus, tmp_path):
