@@ -41,6 +41,7 @@ from semanticodec_lm.training.config import load_recipe_config
 from semanticodec_lm.training.runs import SECTIONS, AtomicCheckpointIO, RunSummary, make_logger, section
 
 WEIGHTS_FILE = "weights.safetensors"
+VALIDATION_SALT = 2**40  # keeps validation draws apart from the training steps' (seeded by global step)
 CONFIG_NAME_KEY = "codec_config"
 STAGE_KEY = "stage"
 
@@ -165,6 +166,13 @@ class StageModule(L.LightningModule):
         mixed = ((self.seed * 1_000_003 + rank) * 1_000_003 + self.global_step) % (2**63 - 1)
         return torch.Generator(device=device or self.device).manual_seed(mixed)
 
+    def validation_generator(self, batch_idx: int) -> torch.Generator:
+        """A generator seeded by (seed, rank, validation batch): every validation of a run draws the same
+        noise levels and noise for its batch ``batch_idx``, so `valid` losses compare across the run."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        mixed = ((self.seed * 1_000_003 + rank) * 1_000_003 + VALIDATION_SALT + batch_idx) % (2**63 - 1)
+        return torch.Generator(device=self.device).manual_seed(mixed)
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -192,7 +200,7 @@ class StageModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logs = self.training_loss(batch, self.step_generator())
+        loss, logs = self.training_loss(batch, self.validation_generator(batch_idx))
         self.log_all("valid", loss, logs, batch["audio"].shape[0])
 
     def log_all(self, prefix: str, loss: torch.Tensor, logs: dict[str, torch.Tensor], batch_size: int) -> None:

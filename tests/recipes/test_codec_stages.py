@@ -258,6 +258,16 @@ def test_every_stage_script_runs_and_exports_a_loadable_codec(corpus, tmp_path):
         export("tiny-100", {stage: runs / stage for stage in STAGE_MAINS}, tmp_path / "small", max_mb=0.001)
 
 
+def test_validation_draws_the_same_for_a_batch_at_every_step(corpus):
+    module = LDMModule("tiny-100", cfg_dropout=0.0)
+    module.eval()
+    batch = fixed_batch(corpus, 10.24, count=2)
+    first = module.training_loss(batch, module.validation_generator(0))[0]
+    module.training_loss(batch, module.step_generator())  # whatever the training steps drew meanwhile
+    assert torch.equal(module.training_loss(batch, module.validation_generator(0))[0], first)
+    assert not torch.equal(module.training_loss(batch, module.validation_generator(1))[0], first)
+
+
 def test_a_killed_run_holds_the_weights_of_its_last_checkpoint(corpus, tmp_path):
     import lightning as L
 
