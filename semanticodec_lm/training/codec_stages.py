@@ -159,19 +159,21 @@ class StageModule(L.LightningModule):
         self.codec_config: CodecConfig = get_config(codec)
         self.seed = seed
 
+    def _generator(self, counter: int, per_rank: bool = True, device: torch.device | None = None) -> torch.Generator:
+        """A generator seeded by (seed, rank or 0, ``counter``)."""
+        rank = self.trainer.global_rank if self._trainer is not None and per_rank else 0
+        mixed = ((self.seed * 1_000_003 + rank) * 1_000_003 + counter) % (2**63 - 1)
+        return torch.Generator(device=device or self.device).manual_seed(mixed)
+
     def step_generator(self, device: torch.device | None = None, per_rank: bool = True) -> torch.Generator:
         """A generator seeded by (seed, rank, global step): resumed runs draw what an uninterrupted run
         draws. ``per_rank=False``: the same draws on every rank (for decisions all ranks must share)."""
-        rank = self.trainer.global_rank if self._trainer is not None and per_rank else 0
-        mixed = ((self.seed * 1_000_003 + rank) * 1_000_003 + self.global_step) % (2**63 - 1)
-        return torch.Generator(device=device or self.device).manual_seed(mixed)
+        return self._generator(self.global_step, per_rank, device)
 
     def validation_generator(self, batch_idx: int) -> torch.Generator:
         """A generator seeded by (seed, rank, validation batch): every validation of a run draws the same
         noise levels and noise for its batch ``batch_idx``, so `valid` losses compare across the run."""
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        mixed = ((self.seed * 1_000_003 + rank) * 1_000_003 + VALIDATION_SALT + batch_idx) % (2**63 - 1)
-        return torch.Generator(device=self.device).manual_seed(mixed)
+        return self._generator(VALIDATION_SALT + batch_idx)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
