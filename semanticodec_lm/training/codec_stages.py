@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -367,7 +368,10 @@ def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
     # weights written with it) behind the trained state.
     trainer.save_checkpoint(last, weights_only=False)  # optimizer state too: the run resumes from it
     report = summary.report(trainer)
-    print("CODEC_TRAIN_SUMMARY " + json.dumps(report), flush=True)
+    # One write with its newline: print() writes the text and the newline apart, and two ranks sharing
+    # a stdout could then interleave their lines.
+    sys.stdout.write("CODEC_TRAIN_SUMMARY " + json.dumps(report) + "\n")
+    sys.stdout.flush()
     return report
 
 
