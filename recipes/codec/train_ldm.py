@@ -18,6 +18,11 @@ is set once, on the first training batch, to 1 / std of the latents (the officia
 averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample by min-SNR-γ
 (``min_snr_gamma``: min(SNR, γ) / (SNR + 1), 0 for the plain MSE), + ``commitment_weight`` x commitment.
 ``ema_decay`` > 0 keeps an exponential moving average of the UNet, which is what gets exported.
+``latent_head_weight`` > 0 (with ``train_encoder``) adds a training-only head that predicts the
+scaled latent (posterior mean) straight from the conditioning (before dropout), + that weight x its MSE: the
+diffusion loss alone reaches the acoustic encoder too weakly for it to learn what the semantic
+tokens miss (a frozen encoder after 800 such steps gave tones of 110 to 262 Hz the same tokens),
+while a direct reconstruction pulls pitch and timbre into the acoustic codes. The head is not exported.
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
 instead of the stage folders; ``train_encoder: false`` then keeps its acoustic encoder and VQ
 frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves. With
@@ -34,12 +39,22 @@ import copy
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 
-from codec.acoustic import build_lstm_input, mask_padding_rows, run_acoustic_lstm, silence_cutoff_rows
+from codec.acoustic import (
+    build_lstm_input,
+    mask_padding_rows,
+    run_acoustic_lstm,
+    silence_cutoff_rows,
+)
+from codec.config import CodecConfig
 from codec.diffusion.conditioning import build_context
 from codec.frontend import token_budget
 from codec.model import PRECISIONS, SemantiCodec
 from codec.semantic import concat_patches
+from codec.training.vq import EMAQuantizerTrainer
+from recipes.codec.train_vae import VAE_PARTS, crop_mel
 from semanticodec_lm.training.codec_stages import (
     StageModule,
     full_precision,
@@ -50,8 +65,6 @@ from semanticodec_lm.training.codec_stages import (
     run_stage,
     segment_fbank,
 )
-from codec.training.vq import EMAQuantizerTrainer
-from recipes.codec.train_vae import VAE_PARTS, crop_mel
 
 TRAINED_ENCODER_PARTS = ("encoder.encoder.", "encoder.encoder_output_linear.", "encoder.quantizer.")
 
@@ -67,11 +80,15 @@ class LDMModule(StageModule):
                  vq_decay: float = 0.9, dead_code_threshold: float = 0.0, lr: float = 1e-4,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 100,
                  min_lr_ratio: float = 1.0, min_snr_gamma: float = 0.0, ema_decay: float = 0.0,
-                 init_from: str | None = None, train_encoder: bool = True, latent_precision: str = "fp32") -> None:
+                 init_from: str | None = None, train_encoder: bool = True, latent_precision: str = "fp32",
+                 latent_head_weight: float = 0.0) -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
         self.save_hyperparameters()
         if latent_precision not in PRECISIONS:
             raise SystemExit(f"model.latent_precision must be one of {', '.join(PRECISIONS)}, got {latent_precision!r}")
+        if latent_head_weight < 0 or (latent_head_weight > 0 and not train_encoder):
+            raise SystemExit("model.latent_head_weight must be >= 0, and > 0 only with model.train_encoder=true "
+                             f"(it trains the acoustic encoder); got {latent_head_weight}")
         config = self.codec_config
         if init_from:
             if (audiomae is not None or kmeans is not None) and not train_encoder:
@@ -97,6 +114,7 @@ class LDMModule(StageModule):
         trained = (encoder.encoder, encoder.encoder_output_linear) if train_encoder else ()
         for module in (*trained, self.codec.decoder.model):
             module.requires_grad_(True)
+        self.latent_head = build_latent_head(config) if latent_head_weight > 0 else None
         self.vq = EMAQuantizerTrainer(encoder.quantizer, vq_decay, dead_code_threshold)
         # A codec that starts trained already has its scale factor: the latent space must not move. A new
         # VAE is a new latent space: its scale is measured again on the first batch.
@@ -112,8 +130,9 @@ class LDMModule(StageModule):
         return self
 
     def conditioning(self, batch: dict, generator: torch.Generator, update_codebook: bool
-                     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Batch -> (decoder window features [B, T, 2F] with -1 rows, commitment loss, logs)."""
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Batch -> (decoder window features [B, T, 2F] with -1 rows, the same before conditioning dropout,
+        commitment loss, logs)."""
         encoder, config = self.codec.encoder, self.codec_config
         fbank = segment_fbank(batch["audio"])
         tokens = config.tokens_per_segment
@@ -128,14 +147,15 @@ class LDMModule(StageModule):
         valid = torch.arange(tokens, device=acoustic.device)[None, :] < torch.minimum(cutoff, budget)[:, None]
         quantized, commitment, logs = self.vq(acoustic, valid, generator,
                                               update_codebook and self.hparams.train_encoder)
-        window = mask_padding_rows(torch.cat([quantized, centroids], dim=-1), budget)
-        dropped = torch.rand(window.shape[0], generator=generator, device=generator.device) < self.hparams.cfg_dropout
-        window = torch.where(dropped.to(window.device)[:, None, None], torch.zeros_like(window), window)
-        return window, commitment, logs
+        kept = mask_padding_rows(torch.cat([quantized, centroids], dim=-1), budget)
+        dropped = torch.rand(kept.shape[0], generator=generator, device=generator.device) < self.hparams.cfg_dropout
+        window = torch.where(dropped.to(kept.device)[:, None, None], torch.zeros_like(kept), kept)
+        return window, kept, commitment, logs
 
     @torch.no_grad()
-    def target_latents(self, audio: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Scaled VAE latent samples [B, 8, 256, 16] of 10.24-s crops; sets scale_factor on first use."""
+    def target_latents(self, audio: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled VAE latent samples and posterior means, each [B, 8, 256, 16], of 10.24-s crops; sets
+        scale_factor on first use."""
         first_stage, decoder = self.codec.decoder.first_stage_model, self.codec.decoder
         mel = crop_mel(audio.float(), first_stage.downsampling)
         if self.hparams.latent_precision == "bf16":
@@ -145,7 +165,7 @@ class LDMModule(StageModule):
             with full_precision(audio.device):
                 posterior = first_stage.encode(mel)
         with full_precision(audio.device):
-            latents = posterior.sample(generator)
+            latents, means = posterior.sample(generator), posterior.mode()
         if not self.scale_ready:
             moments = torch.stack([latents.sum(), latents.pow(2).sum(), torch.tensor(float(latents.numel()),
                                                                                       device=latents.device)])
@@ -155,12 +175,12 @@ class LDMModule(StageModule):
             std = (moments[1] / moments[2] - mean.pow(2)).clamp(min=1e-12).sqrt()
             decoder.scale_factor.fill_(float(1.0 / std))
             self.scale_ready.fill_(1)
-        return latents * decoder.scale_factor
+        return latents * decoder.scale_factor, means * decoder.scale_factor
 
     def loss(self, batch: dict, generator: torch.Generator, update_codebook: bool) -> tuple[torch.Tensor, dict]:
-        """Batch ``audio`` [B, 163840], ``length`` [B] -> (v-MSE + commitment, logs)."""
-        window, commitment, logs = self.conditioning(batch, generator, update_codebook)
-        z0 = self.target_latents(batch["audio"], generator)
+        """Batch ``audio`` [B, 163840], ``length`` [B] -> (v-MSE + commitment [+ latent head MSE], logs)."""
+        window, kept, commitment, logs = self.conditioning(batch, generator, update_codebook)
+        z0, z0_mean = self.target_latents(batch["audio"], generator)
         decoder = self.codec.decoder
         steps = torch.randint(decoder.betas.numel(), (z0.shape[0],), generator=generator, device=generator.device)
         steps = steps.to(z0.device)
@@ -172,6 +192,10 @@ class LDMModule(StageModule):
         per_sample = (predicted.float() - velocity).pow(2).flatten(1).mean(dim=1)
         diffusion = (per_sample * self.loss_weights(steps)).mean()
         total = diffusion + self.hparams.commitment_weight * commitment
+        if self.latent_head is not None:
+            latent_mse = (predict_latents(self.latent_head, kept, self.codec_config).float() - z0_mean).pow(2).mean()
+            total = total + self.hparams.latent_head_weight * latent_mse
+            logs = {**logs, "latent_head": latent_mse}
         return total, {"diffusion": diffusion, "commitment": commitment, **logs}
 
     def loss_weights(self, steps: torch.Tensor) -> torch.Tensor:
@@ -202,6 +226,25 @@ class LDMModule(StageModule):
         return {key: value.detach().cpu().clone() for key, value in state.items()
                 if key.startswith(TRAINED_ENCODER_PARTS)
                 or (key.startswith("decoder.") and not key.startswith("decoder.first_stage_model."))}
+
+
+LATENT_HEAD_WIDTH = 256
+
+
+def build_latent_head(config: CodecConfig) -> nn.Module:
+    """Training-only head: conditioning [B, 2F, T] -> per-token latent columns [B, C x latent_freq, T]."""
+    latent = config.diffusion
+    return nn.Sequential(nn.Conv1d(2 * config.feature_dim, LATENT_HEAD_WIDTH, 5, padding=2), nn.GELU(),
+                         nn.Conv1d(LATENT_HEAD_WIDTH, LATENT_HEAD_WIDTH, 5, padding=2), nn.GELU(),
+                         nn.Conv1d(LATENT_HEAD_WIDTH, latent.latent_channels * latent.latent_freq, 1))
+
+
+def predict_latents(head: nn.Module, window: torch.Tensor, config: CodecConfig) -> torch.Tensor:
+    """Window features [B, T, 2F] -> predicted scaled latents [B, C, latent_time, latent_freq]; tokens are
+    averaged (T > latent_time) or repeated (T < latent_time) onto the latent frame rate."""
+    latent = config.diffusion
+    columns = F.interpolate(head(window.transpose(1, 2)), size=latent.latent_time, mode="area")
+    return columns.view(len(columns), latent.latent_channels, latent.latent_freq, -1).transpose(2, 3)
 
 
 def main(argv: list[str] | None = None) -> dict:

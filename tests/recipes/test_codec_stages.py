@@ -183,6 +183,25 @@ def test_ldm_fine_tune_keeps_the_tokens_weights_by_min_snr_and_exports_the_ema(c
         LDMModule("tiny-100", train_encoder=False)
 
 
+def test_ldm_latent_head_trains_the_acoustic_encoder_and_is_not_exported(corpus):
+    torch.manual_seed(0)
+    module = LDMModule("tiny-100", latent_head_weight=1.0)
+    batch = fixed_batch(corpus, 10.24)
+    _, logs = module.training_loss(batch, torch.Generator().manual_seed(0))
+    lstm = list(module.codec.encoder.encoder.parameters())
+    head_gradients = torch.autograd.grad(logs["latent_head"], lstm, allow_unused=True)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in head_gradients)  # through the VQ
+    first, last = overfit(module, batch, module.trainable_parameters(), 6, 3e-3)
+    assert last < first
+    _, after = module.training_loss(batch, torch.Generator().manual_seed(0))
+    assert float(after["latent_head"]) < 0.5 * float(logs["latent_head"])
+    assert not any("latent_head" in key for key in module.export_weights())
+    with pytest.raises(SystemExit, match="latent_head_weight"):
+        LDMModule("tiny-100", init_from="tiny-100", train_encoder=False, latent_head_weight=1.0)
+    with pytest.raises(SystemExit, match="latent_head_weight"):
+        LDMModule("tiny-100", latent_head_weight=-1.0)
+
+
 def test_ldm_continues_a_codec_on_new_semantic_tokens(tmp_path):
     from semanticodec_lm.training.codec_stages import write_weights
 
@@ -214,7 +233,7 @@ def test_ldm_targets_in_bf16_stay_close_to_float32_and_bad_precision_is_named():
     fast.load_state_dict(exact.state_dict())
     g = torch.Generator().manual_seed(0)
     audio = 0.3 * torch.randn(2, SEGMENT_SAMPLES, generator=g)
-    targets = [m.target_latents(audio, torch.Generator().manual_seed(1)) for m in (exact, fast)]
+    targets = [m.target_latents(audio, torch.Generator().manual_seed(1))[0] for m in (exact, fast)]
     assert targets[1].dtype == torch.float32 and targets[1].shape == targets[0].shape
     error = (targets[1] - targets[0]).pow(2).mean().sqrt() / targets[0].std()
     assert 0 < error < 0.05
