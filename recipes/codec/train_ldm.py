@@ -18,7 +18,7 @@ is set once, on the first training batch, to 1 / std of the latents (the officia
 averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample by min-SNR-γ
 (``min_snr_gamma``: min(SNR, γ) / (SNR + 1), 0 for the plain MSE), + ``commitment_weight`` x commitment.
 ``ema_decay`` > 0 keeps an exponential moving average of the UNet, which is what gets exported.
-``latent_head_weight`` > 0 (with ``train_encoder``) adds a training-only head that predicts the
+``latent_head_weight`` > 0 (ignored without ``train_encoder``) adds a training-only head that predicts the
 scaled latent (posterior mean) straight from the conditioning (before dropout), + that weight x its MSE: the
 diffusion loss alone reaches the acoustic encoder too weakly for it to learn what the semantic
 tokens miss (a frozen encoder after 800 such steps gave tones of 110 to 262 Hz the same tokens),
@@ -86,9 +86,8 @@ class LDMModule(StageModule):
         self.save_hyperparameters()
         if latent_precision not in PRECISIONS:
             raise SystemExit(f"model.latent_precision must be one of {', '.join(PRECISIONS)}, got {latent_precision!r}")
-        if latent_head_weight < 0 or (latent_head_weight > 0 and not train_encoder):
-            raise SystemExit("model.latent_head_weight must be >= 0, and > 0 only with model.train_encoder=true "
-                             f"(it trains the acoustic encoder); got {latent_head_weight}")
+        if latent_head_weight < 0:
+            raise SystemExit(f"model.latent_head_weight must be >= 0, got {latent_head_weight}")
         config = self.codec_config
         if init_from:
             if (audiomae is not None or kmeans is not None) and not train_encoder:
@@ -114,7 +113,8 @@ class LDMModule(StageModule):
         trained = (encoder.encoder, encoder.encoder_output_linear) if train_encoder else ()
         for module in (*trained, self.codec.decoder.model):
             module.requires_grad_(True)
-        self.latent_head = build_latent_head(config) if latent_head_weight > 0 else None
+        # The head only teaches the acoustic encoder: a frozen one has nothing to learn from it.
+        self.latent_head = build_latent_head(config) if latent_head_weight > 0 and train_encoder else None
         self.vq = EMAQuantizerTrainer(encoder.quantizer, vq_decay, dead_code_threshold)
         # A codec that starts trained already has its scale factor: the latent space must not move. A new
         # VAE is a new latent space: its scale is measured again on the first batch.
