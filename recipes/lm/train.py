@@ -26,7 +26,15 @@ from lm.config import lm_config
 from lm.data import read_manifest
 from lm.module import AudioLMModule, TokenDataModule
 from lm.text import TextTokenizer
-from semanticodec_lm.training.runs import AtomicCheckpointIO, RunSummary, load_config, make_logger, section
+from semanticodec_lm.training.runs import (
+    AtomicCheckpointIO,
+    RunSummary,
+    load_config,
+    make_logger,
+    print_line,
+    section,
+)
+
 
 def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
     """The model section, with vocabulary sizes the config leaves out taken from the data."""
@@ -85,8 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     last = checkpoint_dir / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None, weights_only=True)
+    # A stop by max_time (or max_steps between intervals) would otherwise leave last.ckpt behind.
+    trainer.save_checkpoint(last, weights_only=False)
     report = summary.report(trainer)
-    print("LM_TRAIN_SUMMARY " + json.dumps(report), flush=True)
+    print_line("LM_TRAIN_SUMMARY " + json.dumps(report))
     return report
 
 

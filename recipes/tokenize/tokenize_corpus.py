@@ -34,15 +34,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from codec.audio import load_audio
 from codec.config import SAMPLE_RATE
+from codec.files import write_text_atomic
+from codec.manifest import SPLITS, ManifestError, write_manifest
 from codec.model import SemantiCodec
 from codec.tokenfile import SUFFIX as TOKEN_SUFFIX
 from codec.tokenfile import load_tokens, save_tokens
-from codec.files import write_text_atomic
-from codec.manifest import SPLITS, ManifestError, write_manifest
 from semanticodec_lm.corpus.manifest import evenly_spaced, read_manifest
 from semanticodec_lm.corpus.token_corpus import CONFIG_KEYS, MANIFEST_FILE, REPORT_FILE
 from semanticodec_lm.training.config import load_recipe_config
-
+from semanticodec_lm.training.runs import print_line
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.distributed.destroy_process_group()
 
 
-def _finish(trainer: L.Trainer, module: "TokenizeModule", data: "ShardDataModule", out: Path, jobs: list,
+def _finish(trainer: L.Trainer, module: TokenizeModule, data: ShardDataModule, out: Path, jobs: list,
             config: dict) -> dict[str, Any]:
     """Rank 0 merges the shards into the token manifest and writes the report; returns this rank's summary."""
     strategy = trainer.strategy
@@ -306,12 +306,12 @@ def _finish(trainer: L.Trainer, module: "TokenizeModule", data: "ShardDataModule
     }
     write_text_atomic(out / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     run = report["this_run"]
-    print(f"tokenized {run['clips']} clip(s) ({run['audio_seconds']:.1f} s of audio) in {run['wall_seconds']:.1f} s on "
-          f"{run['world_size']} rank(s): {run['clips_per_second']} clips/s, {run['audio_seconds_per_second']} audio s/s; "
-          f"{data.finished_before} of {len(jobs)} shard(s) were already done; {len(problems)} bad clip(s) skipped "
-          f"-> {out / MANIFEST_FILE}", flush=True)
+    print_line(f"tokenized {run['clips']} clip(s) ({run['audio_seconds']:.1f} s of audio) in {run['wall_seconds']:.1f} s "
+               f"on {run['world_size']} rank(s): {run['clips_per_second']} clips/s, {run['audio_seconds_per_second']} "
+               f"audio s/s; {data.finished_before} of {len(jobs)} shard(s) were already done; {len(problems)} bad "
+               f"clip(s) skipped -> {out / MANIFEST_FILE}")
     summary = {key: report[key] for key in ("clips", "shards", "finished_before", "this_run")}
-    print("TOKENIZE_SUMMARY " + json.dumps(summary), flush=True)
+    print_line("TOKENIZE_SUMMARY " + json.dumps(summary))
     return report
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,7 +38,14 @@ from codec.frontend import kaldi_fbank
 from lm.module import warmup_cosine
 from semanticodec_lm.corpus.datasets import ManifestDataset, collate_clips
 from semanticodec_lm.training.config import load_recipe_config
-from semanticodec_lm.training.runs import SECTIONS, AtomicCheckpointIO, RunSummary, make_logger, section
+from semanticodec_lm.training.runs import (
+    SECTIONS,
+    AtomicCheckpointIO,
+    RunSummary,
+    make_logger,
+    print_line,
+    section,
+)
 
 WEIGHTS_FILE = "weights.safetensors"
 VALIDATION_SALT = 2**40  # keeps validation draws apart from the training steps' (seeded by global step)
@@ -325,7 +331,7 @@ class WeightsWithCheckpoints(L.Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: "StageModule", checkpoint: dict) -> None:
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: StageModule, checkpoint: dict) -> None:
         if trainer.is_global_zero:
             write_weights(self.path, pl_module.export_weights(), pl_module.codec_config, pl_module.stage)
 
@@ -368,10 +374,7 @@ def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
     # weights written with it) behind the trained state.
     trainer.save_checkpoint(last, weights_only=False)  # optimizer state too: the run resumes from it
     report = summary.report(trainer)
-    # One write with its newline: print() writes the text and the newline apart, and two ranks sharing
-    # a stdout could then interleave their lines.
-    sys.stdout.write("CODEC_TRAIN_SUMMARY " + json.dumps(report) + "\n")
-    sys.stdout.flush()
+    print_line("CODEC_TRAIN_SUMMARY " + json.dumps(report))
     return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ from codec.files import atomic_path
 from semanticodec_lm.training.config import load_recipe_config
 
 SECTIONS = {"seed", "run_dir", "logger", "model", "data", "optim", "trainer", "checkpoint", "wandb"}
+
+
+def print_line(text: str) -> None:
+    """Write ``text`` and its newline to stdout in one write, flushed: print() writes them apart, and
+    ranks sharing a stdout could then interleave their lines."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def load_config(path: str | Path, overrides: list[str]) -> dict:

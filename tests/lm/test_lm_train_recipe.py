@@ -100,6 +100,8 @@ def test_training_resumes_after_a_kill(token_corpus, tmp_path, recwarn):
     assert report["start_optimizer_step"] == saved_adam_step
     assert report["global_step"] == report["optimizer_step"] == saved_step + 4
     assert report["batches"] == 4
+    # Stopped between checkpoint intervals, the run still leaves its final state to resume from.
+    assert checkpoint_step(last) == (saved_step + 4, saved_step + 4)
     assert not [w for w in recwarn if "not resumable" in str(w.message)]  # resumed mid-epoch in place
 
     fresh = train_main([*train_args(token_corpus, tmp_path / "fresh", *settings),
