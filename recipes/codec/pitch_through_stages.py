@@ -8,7 +8,9 @@ Each note is a harmonic tone (fundamental plus four harmonics, amplitudes 1/k, p
 vocoder, (c) through the whole codec (encode, then decode with ``--steps`` DPM-Solver++ steps, seed
 ``--seed``). Each output's pitch is measured by the pretrained swift-f0 estimator
 (:func:`codec.metrics.pitch_hz`); a note is kept when it comes back within 50 cents. Prints a
-Markdown table of the measured Hz per stage and the notes kept.
+Markdown table of the measured Hz per stage and the notes kept, then (``--tokens``) which tokens
+each note encodes to: when two notes share their tokens, no decoder can tell them apart, and the
+codec column's loss lies in the encoder.
 """
 
 from __future__ import annotations
@@ -69,6 +71,27 @@ def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: fl
     return results
 
 
+@torch.no_grad()
+def token_overlap(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0) -> dict[float, dict[str, float]]:
+    """For each tone (Hz): its most frequent semantic and acoustic token, the share of frames each
+    covers, and the share of frames (after a 0.4-s edge) where its acoustic token equals the
+    previous tone's (0 for the first): {hz: {"semantic", "semantic_share", "acoustic",
+    "acoustic_share", "acoustic_same_as_previous"}}."""
+    edge = round(0.4 * codec.config.token_rate / 2)  # frames/s = token_rate / 2 (pairs)
+    rows, previous = {}, None
+    for hz in tones_hz:
+        tokens = codec.encode(harmonic_tone(hz, seconds)[None], SAMPLE_RATE).tokens[0, edge:-edge]
+        row = {}
+        for column, name in enumerate(("semantic", "acoustic")):
+            ids = tokens[:, column]
+            mode = int(ids.mode().values)
+            row[name], row[f"{name}_share"] = mode, float((ids == mode).float().mean())
+        same = 0.0 if previous is None else float((tokens[:, 1] == previous[:, 1]).float().mean())
+        row["acoustic_same_as_previous"] = same
+        rows[hz], previous = row, tokens
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
     """Print the table; returns {tone Hz: {stage: measured Hz or None}}."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -77,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--steps", type=int, default=25, help="DPM-Solver++ decoder steps for the whole codec")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokens", action="store_true", help="also print each note's most frequent tokens")
     args = parser.parse_args(argv)
     codec = SemantiCodec.from_pretrained(args.codec).eval()
     results = pitch_through_stages(codec, [float(f) for f in args.tones.split(",")], args.seconds, args.steps, args.seed)
@@ -91,6 +115,14 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
         print(f"| {hz:g} | " + " | ".join(cell(row[name], hz) for name in STAGES) + " |")
     kept = [sum(is_kept(row[name], hz) for hz, row in results.items()) for name in STAGES]
     print(f"| kept within {KEPT_CENTS:g} cents | " + " | ".join(f"{k}/{len(results)}" for k in kept) + " |")
+    if args.tokens:
+        tones = list(results)
+        print("\nMost frequent tokens per note (share of frames), and frames whose acoustic token equals the "
+              "previous note's\n")
+        print("| tone (Hz) | semantic | acoustic | acoustic same as previous note |\n|---|---|---|---|")
+        for hz, row in token_overlap(codec, tones, args.seconds).items():
+            print(f"| {hz:g} | {row['semantic']} ({row['semantic_share']:.0%}) | {row['acoustic']} "
+                  f"({row['acoustic_share']:.0%}) | {row['acoustic_same_as_previous']:.0%} |")
     return results
 
 

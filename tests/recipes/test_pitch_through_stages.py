@@ -5,7 +5,15 @@ import torch
 
 from codec.config import get_config
 from codec.model import SemantiCodec
-from recipes.codec.pitch_through_stages import STAGES, cents, harmonic_tone, is_kept, pitch_through_stages
+from codec.model import Tokens
+from recipes.codec.pitch_through_stages import (
+    STAGES,
+    cents,
+    harmonic_tone,
+    is_kept,
+    pitch_through_stages,
+    token_overlap,
+)
 
 
 def test_each_stage_is_measured_and_a_lossless_stage_keeps_the_pitch(monkeypatch):
@@ -23,3 +31,23 @@ def test_each_stage_is_measured_and_a_lossless_stage_keeps_the_pitch(monkeypatch
     assert not is_kept(100.0, 110.0) and is_kept(111.0, 110.0)
     tone = harmonic_tone(220.0, 0.5)
     assert tone.shape == (8000,) and tone.abs().max() == pytest.approx(0.5)
+
+
+def test_token_overlap_finds_each_notes_tokens_and_what_two_notes_share(monkeypatch):
+    codec = SemantiCodec(get_config("tiny-100")).eval()
+    frames = 150  # 3 s at 50 frames/s; 20 frames at each edge are left out
+    calls = []
+
+    def encode(wave, rate):  # the n-th note: semantic n, acoustic 7 then 9, and token 3 on frames 20-39 of both
+        calls.append(wave)
+        acoustic = torch.full((frames,), 7 if len(calls) == 1 else 9)
+        acoustic[20:40] = 3
+        return Tokens(torch.stack([torch.full((frames,), len(calls)), acoustic], -1)[None], torch.tensor([frames]))
+
+    monkeypatch.setattr(codec, "encode", encode)
+    rows = token_overlap(codec, [110.0, 220.0])
+    assert [tuple(wave.shape) for wave in calls] == [(1, 48000), (1, 48000)]
+    assert rows[110.0]["semantic"] == 1 and rows[220.0]["semantic"] == 2
+    assert rows[220.0]["acoustic"] == 9 and rows[220.0]["acoustic_share"] == pytest.approx(90 / 110)
+    assert rows[110.0]["acoustic_same_as_previous"] == 0.0
+    assert rows[220.0]["acoustic_same_as_previous"] == pytest.approx(20 / 110)  # only the shared token-3 frames
