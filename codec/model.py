@@ -12,6 +12,7 @@ the official numbers: the batching changes the schedule of the work, not its ari
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,7 @@ from codec.decoder import LatentDiffusionDecoder
 from codec.diffusion.samplers import SAMPLERS
 from codec.encoder import SemantiCodecEncoder
 from codec.frontend import iter_fbank_segments, pad_to_segments, segment_count, token_budget
-from codec.tokenfile import validate_tokens
+from codec.tokenfile import codec_identity, validate_tokens
 from codec.windows import OVERLAP_SAMPLES, OverlapAddStream, output_samples, split_windows
 
 AudioInput = (str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor | Sequence[torch.Tensor]
@@ -150,6 +151,21 @@ class SemantiCodec(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def tokens_digest(self) -> str:
+        """16 hex digits of SHA-256 over the encoder's weights and buffers (float32 bytes, keys sorted):
+        what gives token ids their meaning. Token files and LM folders record it, so that tokens of one
+        training are not decoded by another codec of the same configuration. About 1 s for an
+        official-size encoder; callers compute it once per job."""
+        digest = hashlib.sha256()
+        for key, value in sorted(self.encoder.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def identity(self) -> dict:
+        """The codec identity a token file or LM folder records (:func:`codec.tokenfile.codec_identity`)."""
+        return codec_identity(self.config, self.tokens_digest())
 
     # Encoding ----------------------------------------------------------------------------------
     def _waveforms(self, audio: AudioInput, sample_rate: int | None, channel_policy: str) -> list[torch.Tensor]:

@@ -47,9 +47,11 @@ def package_version() -> str:
         return "unknown"
 
 
-def codec_identity(config: CodecConfig) -> dict:
-    """What a token file records about the codec that produced it."""
-    return {
+def codec_identity(config: CodecConfig, tokens_digest: str | None = None) -> dict:
+    """What a token file records about the codec that produced it; ``tokens_digest``
+    (:meth:`codec.model.SemantiCodec.tokens_digest`) names the encoder weights that gave its ids
+    their meaning, so that two codecs of one configuration but different training are told apart."""
+    identity = {
         "config_name": config.name,
         "config_hash": config.config_hash(),
         "token_rate": config.token_rate,
@@ -58,6 +60,9 @@ def codec_identity(config: CodecConfig) -> dict:
         "sample_rate": SAMPLE_RATE,
         "version": package_version(),
     }
+    if tokens_digest is not None:
+        identity["tokens_digest"] = tokens_digest
+    return identity
 
 
 @dataclass
@@ -133,8 +138,10 @@ def save_tokens(
     lengths: torch.Tensor | None,
     config: CodecConfig,
     extra: dict | None = None,
+    tokens_digest: str | None = None,
 ) -> None:
-    """Validate and write tokens [B, T, 2] and lengths [B] atomically (temp file, then rename)."""
+    """Validate and write tokens [B, T, 2] and lengths [B] atomically (temp file, then rename);
+    ``tokens_digest``: the producing codec's :meth:`~codec.model.SemantiCodec.tokens_digest`."""
     path = Path(path)
     lengths = validate_tokens(tokens, lengths, config.semantic_vocab_size, config.acoustic_vocab_size, str(path))
     tokens = tokens.reshape(len(lengths), -1, 2).to(torch.long).cpu().contiguous()
@@ -142,7 +149,7 @@ def save_tokens(
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "codec": json.dumps(codec_identity(config), sort_keys=True),
+        "codec": json.dumps(codec_identity(config, tokens_digest), sort_keys=True),
         "extra": json.dumps(extra or {}, sort_keys=True),
         "sha256": _checksum(tokens, lengths),
     }
@@ -157,8 +164,10 @@ def _read_metadata(path: Path) -> dict:
         return dict(handle.metadata() or {})
 
 
-def load_tokens(path: str | os.PathLike, expect: CodecConfig | None = None) -> TokenFile:
-    """Read and validate a token file; with ``expect``, also check it was made by that codec."""
+def load_tokens(path: str | os.PathLike, expect: CodecConfig | None = None,
+                tokens_digest: str | None = None) -> TokenFile:
+    """Read and validate a token file; with ``expect`` (and the codec's ``tokens_digest``), also check
+    it was made by that codec."""
     path = Path(path)
     if path.is_dir():
         raise TokenFileError(f"{path}: a folder, not a token file (decode takes folders; info takes files)")
@@ -190,22 +199,28 @@ def load_tokens(path: str | os.PathLike, expect: CodecConfig | None = None) -> T
     except KeyError as error:
         raise TokenFileError(f"{path}: codec identity lacks {error}") from None
     if expect is not None:
-        check_identity(codec, expect, str(path))
+        check_identity(codec, expect, str(path), tokens_digest)
     return TokenFile(tokens=tokens, lengths=lengths, codec=codec, extra=extra)
 
 
 def identity_mismatch(recorded: dict, expected: dict) -> str | None:
     """How two codec identities differ on what fixes the tokens' meaning (rate, vocabularies, config
-    hash), as ``"key=recorded, not key=expected"``, or None when they agree (names and versions may differ)."""
+    hash, and the encoder weights' ``tokens_digest`` where both record one: files written before it
+    existed cannot be checked on it), as ``"key=recorded, not key=expected"``, or None when they
+    agree (names and versions may differ)."""
     for key in ("token_rate", "semantic_vocab_size", "acoustic_vocab_size", "config_hash"):
         if recorded.get(key) != expected.get(key):
             return f"{key}={recorded.get(key)!r}, not {key}={expected.get(key)!r}"
+    ours, theirs = recorded.get("tokens_digest"), expected.get("tokens_digest")
+    if ours is not None and theirs is not None and ours != theirs:
+        return f"tokens_digest={ours!r}, not tokens_digest={theirs!r}: same configuration, other encoder weights"
     return None
 
 
-def check_identity(codec: dict, config: CodecConfig, name: str) -> None:
-    """Raise unless the recorded codec identity matches ``config`` (hash, rate and vocabularies)."""
-    mismatch = identity_mismatch(codec, codec_identity(config))
+def check_identity(codec: dict, config: CodecConfig, name: str, tokens_digest: str | None = None) -> None:
+    """Raise unless the recorded codec identity matches ``config`` (hash, rate and vocabularies) and,
+    when both are known, the encoder weights' ``tokens_digest``."""
+    mismatch = identity_mismatch(codec, codec_identity(config, tokens_digest))
     if mismatch:
         raise TokenFileError(
             f"{name}: made by codec {codec.get('config_name')!r}, but this codec is {config.name!r} ({mismatch})"

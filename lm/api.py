@@ -257,6 +257,15 @@ class AudioGenerator:
                 f"the LM was trained on tokens of codec {codec_identity.get('config_name')!r} "
                 f"(hash {codec_identity.get('config_hash')}), not of {config.name!r} (hash {config.config_hash()})"
             )
+        # Same configuration, other training: the ids would mean other sounds. LM folders written
+        # before the digest existed record none and cannot be checked on it.
+        recorded = (codec_identity or {}).get("tokens_digest")
+        if recorded is not None and recorded != (actual := codec.tokens_digest()):
+            raise LMFolderError(
+                f"the LM was trained on tokens of another {config.name!r} codec (encoder weights {recorded}, "
+                f"this codec's {actual}): load the codec it names (codec_source) or retrain the LM on this "
+                "codec's tokens"
+            )
         self.model = model.eval()
         self.codec = codec.eval()
         self.tokenizer = tokenizer
@@ -278,9 +287,7 @@ class AudioGenerator:
 
     def save_pretrained(self, folder: str | os.PathLike, codec_source: str | None = None) -> Path:
         """Write the LM (and its text tokenizer) as an LM folder; the codec is recorded, not copied."""
-        from codec.tokenfile import codec_identity
-
-        return save_lm_folder(folder, self.model, codec_identity(self.codec.config),
+        return save_lm_folder(folder, self.model, self.codec.identity(),
                               tokenizer_path=self.tokenizer.path if self.tokenizer else None,
                               codec_source=codec_source)
 

@@ -168,6 +168,7 @@ def run_encode(args) -> int:
 
     check_int("files_per_batch", args.files_per_batch, 1)
     codec = _load_codec(args)
+    tokens_digest = codec.tokens_digest()
     out_dir = Path(args.output)
     failures: list[Path] = []
     todo = []
@@ -178,7 +179,7 @@ def run_encode(args) -> int:
     for path, target in drop_colliding(planned, failures):
         if target.exists() and not args.overwrite:
             try:
-                load_tokens(target, expect=codec.config)
+                load_tokens(target, expect=codec.config, tokens_digest=tokens_digest)
                 continue
             except TokenFileError:
                 pass  # stale or damaged output: encode again
@@ -198,7 +199,8 @@ def run_encode(args) -> int:
             for (path, target, wave), item, length in zip(loaded, tokens.cpu(), lengths.cpu()):
                 extra = {"source": str(path), "source_seconds": wave.numel() / SAMPLE_RATE}
                 try:
-                    save_tokens(target, item[None, :length], length[None], codec.config, extra=extra)
+                    save_tokens(target, item[None, :length], length[None], codec.config, extra=extra,
+                                tokens_digest=tokens_digest)
                 except (OSError, RuntimeError) as error:  # a directory in the way, a read-only place, a full disk
                     _fail(failures, path, OSError(f"cannot write {target}: {error}"))
                 bar.update(1)
@@ -305,9 +307,10 @@ def run_decode(args) -> int:
 
     codec, out_dir, failures, planned = _plan_wav_outputs(args, _is_tokens, f"token files (*{TOKEN_SUFFIX})")
     jobs, done = [], 0
+    tokens_digest = codec.tokens_digest()
     for path, target in planned:
         try:
-            token_file = load_tokens(path, expect=codec.config)
+            token_file = load_tokens(path, expect=codec.config, tokens_digest=tokens_digest)
         except TokenFileError as error:
             _fail(failures, path, error)
             continue
@@ -513,7 +516,8 @@ def run_generate(args: argparse.Namespace) -> int:
     extra = {"text": args.text, "prompt": args.prompt, "seconds": args.seconds, "seed": seed, "model": str(args.model),
              "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg_scale}
     token_file = tokens_path_for(output)
-    save_tokens(token_file, tokens.tokens, tokens.lengths, generator.codec.config, extra=extra)
+    save_tokens(token_file, tokens.tokens, tokens.lengths, generator.codec.config, extra=extra,
+                tokens_digest=generator.codec.tokens_digest())
     print(f"wrote {output} ({audio.shape[-1] / SAMPLE_RATE:.2f} s) and {token_file} (seed {seed})")
     return 0
 

@@ -457,7 +457,7 @@ def _load_clips(settings: ProbeSettings, codec, splits: list[str],
     return clips, problems
 
 
-def _token_file(path: Path, codec, manifest: Path) -> TokenFile | str:
+def _token_file(path: Path, codec, tokens_digest: str, manifest: Path) -> TokenFile | str:
     """The token file at ``path`` (a TokenFile), or why it cannot be used (a str).
 
     Raises ValueError naming ``manifest`` when another codec made the file: its ids would index
@@ -470,7 +470,7 @@ def _token_file(path: Path, codec, manifest: Path) -> TokenFile | str:
     except TokenFileError as error:
         return str(error)
     try:
-        check_identity(tokens.codec, codec.config, str(path))
+        check_identity(tokens.codec, codec.config, str(path), tokens_digest)
     except TokenFileError as error:
         raise ValueError(f"token manifest {manifest}: {error}; probe it with the codec that made it "
                          "(--model) or tokenize the corpus with this one") from None
@@ -485,11 +485,12 @@ def _load_token_clips(settings: ProbeSettings, codec, splits: list[str]) -> tupl
     rows = read_manifest(manifest)
     clips, problems = [], []
     shard: dict[Path, TokenFile | str] = {}  # the last token file read: rows come shard by shard, in manifest order
+    tokens_digest = codec.tokens_digest()
     for split in splits:
         chosen = [row for row in rows if row.split == split][: settings.limit]
         for row in tqdm(chosen, desc=f"features {split} (tokens)", unit="clip"):
             if row.tokens not in shard:
-                shard = {row.tokens: _token_file(row.tokens, codec, manifest)}
+                shard = {row.tokens: _token_file(row.tokens, codec, tokens_digest, manifest)}
             tokens = shard[row.tokens]
             audio = row.record.get("audio")
             try:

@@ -156,6 +156,7 @@ class TokenizeModule(L.LightningModule):
     def __init__(self, codec: SemantiCodec, out: Path, encode_batch_size: int) -> None:
         super().__init__()
         self.codec = codec
+        self.tokens_digest = codec.tokens_digest()
         self.out = out
         self.encode_batch_size = encode_batch_size
         self.counts = torch.zeros(3, dtype=torch.float64)  # clips, audio seconds, bad clips this run
@@ -196,7 +197,7 @@ class TokenizeModule(L.LightningModule):
             for i, (_, _, tokens) in enumerate(encoded):
                 padded[i, : len(tokens)] = tokens
             save_tokens(tokens_path, padded, lengths, self.codec.config,
-                        extra={"ids": [row["id"] for row, _, _ in encoded]})
+                        extra={"ids": [row["id"] for row, _, _ in encoded]}, tokens_digest=self.tokens_digest)
             for i, (row, wave, tokens) in enumerate(encoded):
                 clip = {key: value for key, value in row.items() if key != "path"}
                 clip.setdefault("duration", wave.numel() / SAMPLE_RATE)

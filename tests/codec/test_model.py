@@ -188,3 +188,18 @@ def test_bf16_precision_keeps_most_tokens_and_stays_close_to_float32(codec):
                  lambda: codec.reconstruct(wave, 16000, precision="int8")):
         with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
             call()
+
+
+def test_tokens_digest_follows_the_encoder_weights_only():
+    torch.manual_seed(0)
+    codec = SemantiCodec(get_config("tiny-100"))
+    twin = SemantiCodec(get_config("tiny-100"))
+    twin.load_state_dict(codec.state_dict())
+    digest = codec.tokens_digest()
+    assert len(digest) == 16 and twin.tokens_digest() == digest
+    assert codec.identity()["tokens_digest"] == digest
+    with torch.no_grad():
+        twin.decoder.first_stage_model.vocoder.conv_post.bias.add_(1.0)  # the decoder does not define the ids
+        assert twin.tokens_digest() == digest
+        twin.encoder.quantizer._codebook.embed.add_(1e-3)  # the acoustic codebook does
+        assert twin.tokens_digest() != digest

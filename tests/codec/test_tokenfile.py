@@ -5,7 +5,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from codec.config import get_config
-from codec.tokenfile import TokenFileError, check_identity, load_tokens, save_tokens, validate_tokens
+from codec.tokenfile import (
+    TokenFileError,
+    check_identity,
+    codec_identity,
+    identity_mismatch,
+    load_tokens,
+    save_tokens,
+    validate_tokens,
+)
 
 CONFIG = get_config("tiny-100")
 
@@ -61,6 +69,22 @@ def test_tampered_identity_and_other_codec_are_rejected(tmp_path):
     save_file(load_file(str(path)), str(path), metadata=meta)
     with pytest.raises(TokenFileError, match="semantic ids outside"):
         load_tokens(path)
+
+
+def test_tokens_of_other_encoder_weights_are_refused_and_files_without_a_digest_still_load(tmp_path):
+    path = tmp_path / "x.tokens.safetensors"
+    save_tokens(path, random_tokens(), None, CONFIG, tokens_digest="aaaa")
+    assert load_tokens(path, expect=CONFIG, tokens_digest="aaaa").codec["tokens_digest"] == "aaaa"
+    assert load_tokens(path, expect=CONFIG).codec["tokens_digest"] == "aaaa"  # the caller knows no digest
+    with pytest.raises(TokenFileError, match=r"x.tokens.safetensors: .*tokens_digest='aaaa', not tokens_digest='bbbb'"
+                                             r": same configuration, other encoder weights"):
+        load_tokens(path, expect=CONFIG, tokens_digest="bbbb")
+    legacy = tmp_path / "legacy.tokens.safetensors"
+    save_tokens(legacy, random_tokens(), None, CONFIG)
+    assert "tokens_digest" not in load_tokens(legacy, expect=CONFIG, tokens_digest="bbbb").codec
+    assert identity_mismatch(codec_identity(CONFIG, "aaaa"), codec_identity(CONFIG, "aaaa")) is None
+    assert identity_mismatch(codec_identity(CONFIG), codec_identity(get_config("tiny-50"), "aaaa")).startswith(
+        "token_rate=")
 
 
 def test_not_a_token_file(tmp_path):

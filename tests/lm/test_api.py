@@ -132,6 +132,14 @@ def test_bad_requests_are_refused_with_clear_messages(generator, assets, tmp_pat
     other_codec = SemantiCodec(get_config("tiny-50"))
     with pytest.raises(LMFolderError, match="trained on tokens of codec 'tiny-100'"):
         AudioGenerator.from_pretrained(assets / "lm-text", codec=other_codec)
+    retrained = SemantiCodec.from_pretrained(assets / "codec")
+    with torch.no_grad():
+        retrained.encoder.quantizer._codebook.embed.add_(1e-3)
+    saved = generator.save_pretrained(tmp_path / "with-digest", codec_source=str(assets / "codec"))
+    assert AudioGenerator.from_pretrained(saved).codec_identity["tokens_digest"] == generator.codec.tokens_digest()
+    with pytest.raises(LMFolderError, match="trained on tokens of another 'tiny-100' codec"):
+        AudioGenerator.from_pretrained(saved, codec=retrained)
+    AudioGenerator.from_pretrained(assets / "lm-text", codec=retrained)  # recorded before digests: not checkable
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"format": "something-else"}))

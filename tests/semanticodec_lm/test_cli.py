@@ -85,6 +85,25 @@ def test_decode_refuses_tokens_of_another_codec(model_dir, tmp_path, capsys):
     assert "made by codec 'tiny-50'" in capsys.readouterr().err
 
 
+def test_tokens_of_a_retrained_codec_of_the_same_configuration_are_refused_and_re_encoded(model_dir, clips,
+                                                                                          tmp_path, capsys):
+    (clips / "sub" / "broken.wav").unlink()
+    tokens_dir = tmp_path / "tokens"
+    assert main(["encode", str(clips / "a.wav"), "-o", str(tokens_dir), "--model", str(model_dir)]) == 0
+    retrained = SemantiCodec.from_pretrained(model_dir)
+    with torch.no_grad():
+        retrained.encoder.quantizer._codebook.embed.add_(1e-3)
+    other = retrained.save_pretrained(tmp_path / "retrained")
+    capsys.readouterr()
+    token_file = tokens_dir / "a.wav.tokens.safetensors"
+    assert main(["decode", str(token_file), "-o", str(tmp_path / "out"), "--model", str(other), "--steps", "1"]) == 1
+    assert "same configuration, other encoder weights" in capsys.readouterr().err
+    before = token_file.stat().st_mtime_ns
+    assert main(["encode", str(clips / "a.wav"), "-o", str(tokens_dir), "--model", str(other)]) == 0
+    assert token_file.stat().st_mtime_ns != before  # stale tokens of the other codec are made again
+    assert load_tokens(token_file).codec["tokens_digest"] == retrained.tokens_digest()
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "semanticodec"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
