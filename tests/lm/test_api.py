@@ -195,6 +195,8 @@ def test_the_shipped_lm_generates_offline():
     if not (PRETRAINED_DIR / "default" / "config.json").is_file():
         pytest.skip("no shipped LM in lm/pretrained/default yet (recipes/text_to_audio/configs/default.yaml makes it)")
     generator = AudioGenerator.from_pretrained("default")
+    # A new default codec must ship with an LM trained on its tokens: the recorded digest says which.
+    assert generator.codec_identity["tokens_digest"] == generator.codec.tokens_digest()
     audio, tokens = generator.generate(text="a steady sine tone at A4 (440 Hz)", seconds=1.0, seed=0, decode_steps=2)
     assert audio.shape == (1, 1, 16000) and bool(torch.isfinite(audio).all())
     assert tokens.lengths.tolist() == [generator.frames_for(1.0)]
