@@ -2,13 +2,17 @@
 
     python benchmarks/lm_generation.py                                   # CPU: sizes tiny, small
     python benchmarks/lm_generation.py --device cuda --sizes small medium 1b
+    python benchmarks/lm_generation.py --sizes default --contexts 256 1024 --batch 2   # the shipped LM, guided
 
 For every model size and context length (default 256, 1024 and 2048 ids) the two variants run
 side by side: ``cached`` feeds one new id per step through the KV cache; ``recompute`` runs the
 whole context again for each new id. Each step also samples the next id (temperature 1). Reported:
 new ids per second (median of ``--repeats`` runs, after one warm-up), the speed-up, the prefill
-time of the cached variant (not in its tokens/s) and peak memory above the weights. Every
-measurement runs in a fresh child process, so that peak memory is its own. Prints a Markdown table.
+time of the cached variant (not in its tokens/s) and peak memory above the weights. A size that is
+not a preset of ``lm/config.py`` names an LM folder or shipped LM (``default``): its own weights and
+vocabularies, contexts up to what it holds; ``--batch 2`` is what classifier-free guidance costs.
+Every measurement runs in a fresh child process, so that peak memory is its own. Prints a Markdown
+table; 100 new ids per second is real time (50 frames of two ids per second of audio).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from lm.config import lm_config
+from lm.api import load_lm_folder
+from lm.config import LM_SIZES, lm_config
 from lm.generate import sample_next
 from lm.model import AudioLM
 
@@ -94,11 +99,16 @@ def measure(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     steps = args.new_tokens if args.variant == "cached" else args.recompute_tokens
-    config = lm_config(args.size, semantic_vocab_size=args.semantic_vocab, acoustic_vocab_size=args.acoustic_vocab,
-                       max_seq_len=args.context + max(args.new_tokens, args.recompute_tokens))
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     torch.manual_seed(0)
-    model = AudioLM(config).to(device=device, dtype=dtype).eval()
+    if args.size in LM_SIZES:
+        config = lm_config(args.size, semantic_vocab_size=args.semantic_vocab, acoustic_vocab_size=args.acoustic_vocab,
+                           max_seq_len=args.context + max(args.new_tokens, args.recompute_tokens))
+        model = AudioLM(config)
+    else:
+        model = load_lm_folder(args.size).model
+        config = model.config
+    model = model.to(device=device, dtype=dtype).eval()
     generator = torch.Generator(device=device).manual_seed(0)
     context = torch.randint(0, config.vocab_size, (args.batch, args.context), generator=generator, device=device)
     memory = PeakMemory(device)
@@ -161,7 +171,11 @@ def main() -> None:
           "| cached peak MB | recompute peak MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
+        holds = None if size in LM_SIZES else load_lm_folder(size).model.config.max_seq_len
         for context in args.contexts:
+            if holds is not None and context + max(args.new_tokens, args.recompute_tokens) > holds:
+                print(f"| {size} | | {context} | longer than the {holds} positions it holds | | | | | |")
+                continue
             cached = run_child(args, size, context, "cached")
             recompute = run_child(args, size, context, "recompute")
             print(f"| {size} | {cached['parameters'] / 1e6:.1f} M | {context} | {cached['tokens_per_s']:.1f} "
