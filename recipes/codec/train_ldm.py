@@ -21,7 +21,7 @@ averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample 
 ``latent_head_weight`` > 0 (ignored without ``train_encoder``) adds a training-only head that predicts the
 scaled latent (posterior mean) straight from the conditioning (before dropout), + that weight x its MSE: the
 diffusion loss alone reaches the acoustic encoder too weakly for it to learn what the semantic
-tokens miss (a frozen encoder after 800 such steps gave tones of 110 to 262 Hz the same tokens),
+tokens miss (a frozen encoder after 800 such steps gave notes of 110 to 262 Hz one acoustic code on about half their frames),
 while a direct reconstruction pulls pitch and timbre into the acoustic codes. The head is not exported.
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
 instead of the stage folders; ``train_encoder: false`` then keeps its acoustic encoder and VQ
