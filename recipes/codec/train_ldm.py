@@ -18,11 +18,12 @@ is set once, on the first training batch, to 1 / std of the latents (the officia
 averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample by min-SNR-γ
 (``min_snr_gamma``: min(SNR, γ) / (SNR + 1), 0 for the plain MSE), + ``commitment_weight`` x commitment.
 ``ema_decay`` > 0 keeps an exponential moving average of the UNet, which is what gets exported.
-``latent_head_weight`` > 0 (ignored without ``train_encoder``) adds a training-only head that predicts the
-scaled latent (posterior mean) straight from the conditioning (before dropout), + that weight x its MSE: the
-diffusion loss alone reaches the acoustic encoder too weakly for it to learn what the semantic
-tokens miss (a frozen encoder after 800 such steps gave notes of 110 to 262 Hz one acoustic code on about half their frames),
-while a direct reconstruction pulls pitch and timbre into the acoustic codes. The head is not exported.
+``latent_head_weight`` > 0 (ignored without ``train_encoder``) adds a training-only head that
+predicts the scaled latent (posterior mean) straight from the conditioning (before dropout), + that
+weight x its MSE: the diffusion loss alone reaches the acoustic encoder too weakly for it to learn
+what the semantic tokens miss (a frozen encoder after 800 such steps gave notes of 110 to 262 Hz one
+acoustic code on about half their frames), while a direct reconstruction pulls pitch and timbre into
+the acoustic codes. The head is not exported.
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
 instead of the stage folders; ``train_encoder: false`` then keeps its acoustic encoder and VQ
 frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves. With
