@@ -32,7 +32,7 @@ from codec.decoder import LatentDiffusionDecoder
 from codec.diffusion.samplers import SAMPLERS
 from codec.encoder import SemantiCodecEncoder
 from codec.frontend import iter_fbank_segments, pad_to_segments, segment_count, token_budget
-from codec.tokenfile import codec_identity, validate_tokens
+from codec.tokenfile import validate_tokens
 from codec.windows import OVERLAP_SAMPLES, OverlapAddStream, output_samples, split_windows
 
 AudioInput = (str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor | Sequence[torch.Tensor]
@@ -162,10 +162,6 @@ class SemantiCodec(nn.Module):
             digest.update(key.encode())
             digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
-
-    def identity(self) -> dict:
-        """The codec identity a token file or LM folder records (:func:`codec.tokenfile.codec_identity`)."""
-        return codec_identity(self.config, self.tokens_digest())
 
     # Encoding ----------------------------------------------------------------------------------
     def _waveforms(self, audio: AudioInput, sample_rate: int | None, channel_policy: str) -> list[torch.Tensor]:

@@ -95,7 +95,6 @@ class Demo:
     def __init__(self, generator: AudioGenerator, workdir: Path, decode_steps: int = 25,
                  max_upload_seconds: float = MAX_UPLOAD_SECONDS) -> None:
         self.generator, self.codec = generator, generator.codec
-        self.tokens_digest = self.codec.tokens_digest()
         self.workdir, self.decode_steps, self.max_upload_seconds = workdir, decode_steps, max_upload_seconds
         self.max_seconds = generator.max_seconds()
 
@@ -134,7 +133,7 @@ class Demo:
         stem = Path(name).stem or "clip"
         token_file = folder / f"{stem}{TOKEN_SUFFIX}"
         save_tokens(token_file, tokens, lengths, self.codec.config, extra={"source": name},
-                    tokens_digest=self.tokens_digest)
+                    tokens_digest=self.generator.tokens_digest)
         wav = folder / f"{stem}.reconstruction.wav"
         write_audio(wav, audio)
         config = self.codec.config
@@ -175,7 +174,8 @@ class Demo:
         folder = self._new_folder()
         token_file = folder / f"generated{TOKEN_SUFFIX}"
         save_tokens(token_file, tokens.tokens, tokens.lengths, self.codec.config,
-                    extra={"text": caption, "prompt": name, "seed": int(seed)}, tokens_digest=self.tokens_digest)
+                    extra={"text": caption, "prompt": name, "seed": int(seed)},
+                    tokens_digest=self.generator.tokens_digest)
         yield None, (SAMPLE_RATE, _int16(torch.cat(chunks))), str(token_file)
 
 

@@ -259,12 +259,13 @@ class AudioGenerator:
             )
         # Same configuration, other training: the ids would mean other sounds. LM folders written
         # before the digest existed record none and cannot be checked on it.
+        self.tokens_digest = codec.tokens_digest()  # hashed once: token files written later record it
         recorded = (codec_identity or {}).get("tokens_digest")
-        if recorded is not None and recorded != (actual := codec.tokens_digest()):
+        if recorded is not None and recorded != self.tokens_digest:
             raise LMFolderError(
                 f"the LM was trained on tokens of another {config.name!r} codec (encoder weights {recorded}, "
-                f"this codec's {actual}): load the codec it names (codec_source) or retrain the LM on this "
-                "codec's tokens"
+                f"this codec's {self.tokens_digest}): load the codec it names (codec_source) or retrain the LM "
+                "on this codec's tokens"
             )
         self.model = model.eval()
         self.codec = codec.eval()
@@ -287,7 +288,9 @@ class AudioGenerator:
 
     def save_pretrained(self, folder: str | os.PathLike, codec_source: str | None = None) -> Path:
         """Write the LM (and its text tokenizer) as an LM folder; the codec is recorded, not copied."""
-        return save_lm_folder(folder, self.model, self.codec.identity(),
+        from codec.tokenfile import codec_identity
+
+        return save_lm_folder(folder, self.model, codec_identity(self.codec.config, self.tokens_digest),
                               tokenizer_path=self.tokenizer.path if self.tokenizer else None,
                               codec_source=codec_source)
 

@@ -517,7 +517,7 @@ def run_generate(args: argparse.Namespace) -> int:
              "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg_scale}
     token_file = tokens_path_for(output)
     save_tokens(token_file, tokens.tokens, tokens.lengths, generator.codec.config, extra=extra,
-                tokens_digest=generator.codec.tokens_digest())
+                tokens_digest=generator.tokens_digest)
     print(f"wrote {output} ({audio.shape[-1] / SAMPLE_RATE:.2f} s) and {token_file} (seed {seed})")
     return 0
 

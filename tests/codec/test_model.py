@@ -197,7 +197,6 @@ def test_tokens_digest_follows_the_encoder_weights_only():
     twin.load_state_dict(codec.state_dict())
     digest = codec.tokens_digest()
     assert len(digest) == 16 and twin.tokens_digest() == digest
-    assert codec.identity()["tokens_digest"] == digest
     with torch.no_grad():
         twin.decoder.first_stage_model.vocoder.conv_post.bias.add_(1.0)  # the decoder does not define the ids
         assert twin.tokens_digest() == digest
