@@ -52,6 +52,12 @@ class UNetConfig:
     # averages them to the latent frame rate and concatenates them to the UNet input, so that a
     # briefly trained model need not learn the token-to-frame alignment through cross-attention.
     aligned_context_channels: int = 0
+    # Not in the official model (0 there): > 0 adds a latent prior, a conv stack of this width that
+    # estimates the latent itself, [in_channels, T, F], from the conditioning rows and concatenates
+    # that estimate to the input. Unlike the aligned channels, which are broadcast over frequency,
+    # the estimate says where in frequency the energy lies (a note's harmonics), which a small
+    # UNet trained briefly does not learn to place from cross-attention.
+    latent_prior_width: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,10 @@ class CodecConfig:
         """A short stable hash of everything that changes the meaning of the tokens (not the name)."""
         data = self.to_dict()
         data.pop("name")
+        # The latent prior came after token files and LM folders recorded this hash, and it only
+        # changes how the decoder reads tokens, not what they mean: a decoder that gains one keeps
+        # its tokens' identity (and any LM trained on them).
+        data["unet"].pop("latent_prior_width")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -241,7 +251,8 @@ def _small(token_rate: int) -> CodecConfig:
 
     A 6-block AudioMAE (features averaged over its last three blocks), a one-layer BiLSTM and a
     three-level UNet keep every stage trainable on a few CPU cores; the UNet also reads the
-    conditioning aligned to its input frames (``aligned_context_channels``), and the vocoder is a
+    conditioning aligned to its input frames (``aligned_context_channels``) and a per-frequency
+    estimate of the latent made from it (``latent_prior_width``), and the vocoder is a
     frame-rate iSTFT vocoder (:class:`ISTFTVocoderConfig`), which the official model does not have.
     """
     return CodecConfig(
@@ -255,7 +266,8 @@ def _small(token_rate: int) -> CodecConfig:
         ),
         lstm_layers=1,
         unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2), attention_resolutions=(4, 2),
-                        num_res_blocks=1, num_head_channels=32, aligned_context_channels=32),
+                        num_res_blocks=1, num_head_channels=32, aligned_context_channels=32,
+                        latent_prior_width=256),
         vae=VAEConfig(ch=32, ch_mult=(1, 2, 4)),
         vocoder=ISTFTVocoderConfig(),
     )

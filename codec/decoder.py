@@ -45,7 +45,7 @@ class LatentDiffusionDecoder(nn.Module):
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.model = DiffusionWrapper(UNet(cfg.unet, cfg.context_dim))
+        self.model = DiffusionWrapper(UNet(cfg.unet, cfg.context_dim, cfg.diffusion.latent_freq))
         self.first_stage_model = AutoencoderKL(cfg.vae, cfg.vocoder)
         for name, value in schedule_buffers(cfg.diffusion).items():
             self.register_buffer(name, value)

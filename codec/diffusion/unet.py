@@ -219,12 +219,14 @@ class EncodedContext:
 
     Built by :meth:`UNet.encode_context`; ``batch`` is the number of conditioning rows. ``aligned``
     is the projected conditioning [B, aligned_context_channels, L] when the UNet concatenates it to
-    its input (``UNetConfig.aligned_context_channels`` > 0), else None.
+    its input (``UNetConfig.aligned_context_channels`` > 0), else None; ``prior`` the latent prior's
+    columns [B, in_channels x latent_freq, L] (``UNetConfig.latent_prior_width`` > 0), else None.
     """
 
     keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     batch: int
     aligned: torch.Tensor | None = None
+    prior: torch.Tensor | None = None
 
 
 class UNetLevel(nn.Sequential):
@@ -256,11 +258,13 @@ class UNet(nn.Module):
 
     forward(x [B, in_channels, T, F], timesteps int64 [B], context [B, L, context_dim] or an
     :class:`EncodedContext`) -> [B, out_channels, T, F]. T and F must be divisible by
-    2^(len(channel_mult) - 1).
+    2^(len(channel_mult) - 1); with a latent prior, F must equal ``latent_freq``.
     """
 
-    def __init__(self, cfg: UNetConfig, context_dim: int) -> None:
+    def __init__(self, cfg: UNetConfig, context_dim: int, latent_freq: int | None = None) -> None:
         super().__init__()
+        if cfg.latent_prior_width and not latent_freq:
+            raise ValueError("a UNet with a latent prior (latent_prior_width > 0) needs latent_freq")
         widths = [cfg.model_channels * mult for mult in cfg.channel_mult]
         if not cfg.channel_mult or cfg.num_res_blocks < 1:
             raise ValueError("the UNet needs at least one level and one ResBlock per level")
@@ -285,7 +289,7 @@ class UNet(nn.Module):
                 SpatialTransformer(channels, heads, dim_head, context_dim),
             ]
 
-        input_width = cfg.in_channels + cfg.aligned_context_channels
+        input_width = cfg.in_channels + cfg.aligned_context_channels + (cfg.in_channels if cfg.latent_prior_width else 0)
         self.input_blocks = nn.ModuleList([UNetLevel(nn.Conv2d(input_width, cfg.model_channels, 3, padding=1))])
         skip_widths = [cfg.model_channels]
         channels, factor = cfg.model_channels, 1
@@ -322,6 +326,14 @@ class UNet(nn.Module):
         )
         if cfg.aligned_context_channels:
             self.aligned_context = nn.Linear(context_dim, cfg.aligned_context_channels)
+        self.latent_freq = latent_freq
+        if cfg.latent_prior_width:
+            width = cfg.latent_prior_width
+            self.latent_prior = nn.Sequential(
+                nn.Conv1d(context_dim, width, 5, padding=2), nn.GELU(),
+                nn.Conv1d(width, width, 5, padding=2), nn.GELU(),
+                nn.Conv1d(width, cfg.in_channels * latent_freq, 1),
+            )
         self._cross_transformers = [
             m for m in self.modules() if isinstance(m, SpatialTransformer) and m.context_dim is not None
         ]
@@ -345,16 +357,33 @@ class UNet(nn.Module):
             )
         pairs = tuple(block.project_context(context) for block in self._cross_transformers)
         aligned = self.aligned_context(context).transpose(1, 2) if self.cfg.aligned_context_channels else None
-        return EncodedContext(keys_values=pairs, batch=context.shape[0], aligned=aligned)
+        prior = self.latent_prior(context.transpose(1, 2)) if self.cfg.latent_prior_width else None
+        return EncodedContext(keys_values=pairs, batch=context.shape[0], aligned=aligned, prior=prior)
 
-    @staticmethod
-    def _with_aligned_context(x: torch.Tensor, aligned: torch.Tensor | None) -> torch.Tensor:
-        """x [B, C, T, F] and aligned [B, A, L] -> [B, C + A, T, F]: rows averaged (or repeated) to T
-        frames, broadcast over F."""
-        if aligned is None:
-            return x
-        frames = F.adaptive_avg_pool1d(aligned.to(x.dtype), x.shape[2])
-        return torch.cat([x, frames[..., None].expand(-1, -1, -1, x.shape[3])], dim=1)
+    def estimate_latents(self, context: torch.Tensor | EncodedContext, frames: int) -> torch.Tensor:
+        """The latent prior's estimate of the (scaled) latent, [B, in_channels, frames, latent_freq],
+        from conditioning [B, L, context_dim] (or its encoding); rows are averaged (or repeated) to
+        ``frames``."""
+        if not self.cfg.latent_prior_width:
+            raise ValueError("this UNet has no latent prior (latent_prior_width is 0)")
+        if not isinstance(context, EncodedContext):
+            context = self.encode_context(context)
+        return self._prior_latents(context.prior, frames)
+
+    def _prior_latents(self, prior: torch.Tensor, frames: int) -> torch.Tensor:
+        columns = F.adaptive_avg_pool1d(prior, frames)  # [B, C x F, T]
+        return columns.view(len(columns), self.cfg.in_channels, self.latent_freq, frames).transpose(2, 3)
+
+    def _with_aligned_context(self, x: torch.Tensor, context: EncodedContext) -> torch.Tensor:
+        """x [B, C, T, F] -> [B, C + A (+ C), T, F]: the aligned rows [B, A, L] averaged (or repeated)
+        to T frames and broadcast over F, then the latent prior's estimate."""
+        parts = [x]
+        if context.aligned is not None:
+            frames = F.adaptive_avg_pool1d(context.aligned.to(x.dtype), x.shape[2])
+            parts.append(frames[..., None].expand(-1, -1, -1, x.shape[3]))
+        if context.prior is not None:
+            parts.append(self._prior_latents(context.prior, x.shape[2]).to(x.dtype))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
     def forward(
         self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | EncodedContext
@@ -365,7 +394,7 @@ class UNet(nn.Module):
         self._check_inputs(x, timesteps, context)
         x = _channels_last(x)
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
-        h = self._with_aligned_context(x, context.aligned)
+        h = self._with_aligned_context(x, context)
         return self._from_input_block(0, h, emb, [], iter(context.keys_values))
 
     def forward_guidance_pair(self, x: torch.Tensor, timesteps: torch.Tensor, context: EncodedContext) -> torch.Tensor:
@@ -375,7 +404,8 @@ class UNet(nn.Module):
         cross-attention (they never see the context) run once on the B rows: the full-resolution
         ResBlocks and the first self-attention pair, about a tenth of the official UNet's work.
         """
-        if context.aligned is not None or self._first_cross is None:  # the input itself depends on the context
+        if context.aligned is not None or context.prior is not None or self._first_cross is None:
+            # the input itself depends on the context
             return self(torch.cat([x, x]), torch.cat([timesteps, timesteps]), context)
         if context.batch != 2 * x.shape[0]:
             raise ValueError(f"guidance context batch {context.batch} must be twice the latent batch {x.shape[0]}")
@@ -420,6 +450,8 @@ class UNet(nn.Module):
         step = self.downsampling
         if x.shape[2] % step or x.shape[3] % step:
             raise ValueError(f"latent time and freq sizes {tuple(x.shape[2:])} must be multiples of {step}")
+        if self.cfg.latent_prior_width and x.shape[3] != self.latent_freq:
+            raise ValueError(f"this UNet's latent prior makes {self.latent_freq} frequency rows, got {x.shape[3]}")
         if timesteps.shape != (x.shape[0],) or timesteps.is_floating_point():
             raise ValueError(
                 f"timesteps must be an integer tensor of shape [{x.shape[0]}], got "

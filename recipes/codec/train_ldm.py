@@ -18,15 +18,18 @@ is set once, on the first training batch, to 1 / std of the latents (the officia
 averaged over ranks). Loss: MSE of the UNet's v-prediction, weighted per sample by min-SNR-γ
 (``min_snr_gamma``: min(SNR, γ) / (SNR + 1), 0 for the plain MSE), + ``commitment_weight`` x commitment.
 ``ema_decay`` > 0 keeps an exponential moving average of the UNet, which is what gets exported.
-``latent_head_weight`` > 0 (ignored without ``train_encoder``) adds a training-only head that
-predicts the scaled latent (posterior mean) straight from the conditioning (before dropout), + that
-weight x its MSE: the diffusion loss alone reaches the acoustic encoder too weakly for it to learn
-what the semantic tokens miss (a frozen encoder after 800 such steps gave notes of 110 to 262 Hz one
-acoustic code on about half their frames), while a direct reconstruction pulls pitch and timbre into
-the acoustic codes. The head is not exported.
+``latent_head_weight`` > 0 adds that weight x the MSE of an estimate of the scaled latent (posterior
+mean) made straight from the conditioning (before dropout). With a UNet that has a latent prior
+(``UNetConfig.latent_prior_width``, the small configs) the estimate is the prior's, which the UNet
+reads as input and which ships with it: the loss keeps it a latent estimate. Otherwise (and only with
+``train_encoder``) a training-only head makes it and is not exported. Either way the estimate teaches
+the acoustic encoder: the diffusion loss alone reaches it too weakly for it to learn what the
+semantic tokens miss (a frozen encoder after 800 such steps gave notes of 110 to 262 Hz one acoustic
+code on about half their frames), while a direct reconstruction pulls pitch and timbre into the codes.
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
-instead of the stage folders; ``train_encoder: false`` then keeps its acoustic encoder and VQ
-frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves. With
+instead of the stage folders (a codec whose UNet has no latent prior gains one: its first
+convolution's new input channels start at zero, so the UNet starts computing what it did);
+``train_encoder: false`` then keeps its acoustic encoder and VQ frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves. With
 ``init_from``, ``audiomae``, ``kmeans`` and ``vae`` may still name new stage runs: they replace the
 codec's own (new semantic tokens need ``train_encoder: true``; a new VAE has its ``scale_factor``
 measured again), and the acoustic encoder and UNet continue from the codec's weights.
@@ -37,6 +40,7 @@ Writes ``<run_dir>/weights.safetensors`` (encoder LSTM, projection and VQ; UNet,
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 import torch.distributed as dist
@@ -94,7 +98,8 @@ class LDMModule(StageModule):
             if (audiomae is not None or kmeans is not None) and not train_encoder:
                 raise SystemExit("a new model.audiomae or model.kmeans changes the semantic tokens and the acoustic "
                                  "encoder's input: it needs model.train_encoder=true")
-            self.codec = SemantiCodec.from_pretrained(init_from).requires_grad_(False)
+            self.codec = with_latent_prior(SemantiCodec.from_pretrained(init_from),
+                                           config.unet.latent_prior_width).requires_grad_(False)
             if self.codec.config.to_dict() | {"name": "", "vocoder": None} != config.to_dict() | {"name": "", "vocoder": None}:
                 raise SystemExit(f"model.init_from={init_from}: its config differs from {config.name!r} beyond the vocoder")
         else:
@@ -114,8 +119,10 @@ class LDMModule(StageModule):
         trained = (encoder.encoder, encoder.encoder_output_linear) if train_encoder else ()
         for module in (*trained, self.codec.decoder.model):
             module.requires_grad_(True)
-        # The head only teaches the acoustic encoder: a frozen one has nothing to learn from it.
-        self.latent_head = build_latent_head(config) if latent_head_weight > 0 and train_encoder else None
+        # The training-only head only teaches the acoustic encoder: a frozen one has nothing to learn from it.
+        has_prior = bool(config.unet.latent_prior_width)
+        self.latent_head = (build_latent_head(config) if latent_head_weight > 0 and train_encoder and not has_prior
+                            else None)
         self.vq = EMAQuantizerTrainer(encoder.quantizer, vq_decay, dead_code_threshold)
         # A codec that starts trained already has its scale factor: the latent space must not move. A new
         # VAE is a new latent space: its scale is measured again on the first batch.
@@ -193,8 +200,13 @@ class LDMModule(StageModule):
         per_sample = (predicted.float() - velocity).pow(2).flatten(1).mean(dim=1)
         diffusion = (per_sample * self.loss_weights(steps)).mean()
         total = diffusion + self.hparams.commitment_weight * commitment
+        estimate = None
         if self.latent_head is not None:
-            latent_mse = (predict_latents(self.latent_head, kept, self.codec_config).float() - z0_mean).pow(2).mean()
+            estimate = predict_latents(self.latent_head, kept, self.codec_config)
+        elif self.hparams.latent_head_weight > 0 and self.codec_config.unet.latent_prior_width:
+            estimate = decoder.unet.estimate_latents(build_context(kept), z0_mean.shape[2])
+        if estimate is not None:
+            latent_mse = (estimate.float() - z0_mean).pow(2).mean()
             total = total + self.hparams.latent_head_weight * latent_mse
             logs = {**logs, "latent_head": latent_mse}
         return total, {"diffusion": diffusion, "commitment": commitment, **logs}
@@ -227,6 +239,29 @@ class LDMModule(StageModule):
         return {key: value.detach().cpu().clone() for key, value in state.items()
                 if key.startswith(TRAINED_ENCODER_PARTS)
                 or (key.startswith("decoder.") and not key.startswith("decoder.first_stage_model."))}
+
+
+def with_latent_prior(codec: SemantiCodec, width: int) -> SemantiCodec:
+    """``codec`` itself when its UNet's latent prior has ``width`` (or the wanted width is 0), else a copy
+    whose UNet gains a fresh prior of that width: the first convolution's new input channels start at
+    zero, so the grown UNet's output equals the old one's until training moves them."""
+    unet_config = codec.config.unet
+    if width == unet_config.latent_prior_width or not width:
+        return codec
+    if unet_config.latent_prior_width:
+        raise SystemExit(f"model.init_from: its UNet's latent prior is {unet_config.latent_prior_width} wide, "
+                         f"the config's {width}; a prior cannot be resized")
+    config = dataclasses.replace(codec.config, unet=dataclasses.replace(unet_config, latent_prior_width=width))
+    grown = SemantiCodec(config)
+    state = codec.state_dict()
+    first = "decoder.model.diffusion_model.input_blocks.0.0.weight"
+    widened = grown.state_dict()[first].zero_()
+    widened[:, : state[first].shape[1]] = state[first]
+    state[first] = widened
+    missing, unexpected = grown.load_state_dict(state, strict=False)
+    if unexpected or any(".latent_prior." not in key for key in missing):
+        raise RuntimeError(f"growing a latent prior left keys unmatched: {missing + unexpected}")
+    return grown
 
 
 LATENT_HEAD_WIDTH = 256

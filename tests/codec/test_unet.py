@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from codec.config import UNetConfig, official_config
-from codec.diffusion.unet import GroupNorm32, UNet, timestep_embedding
+from codec.diffusion.unet import EncodedContext, GroupNorm32, UNet, timestep_embedding
 
 PREFIX = "model.diffusion_model."
 KEYS_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoint-keys"
@@ -157,7 +158,7 @@ def test_aligned_context_is_absent_from_official_configs() -> None:
     assert config.unet.aligned_context_channels == 0
     with torch.device("meta"):
         unet = UNet(config.unet, config.context_dim)
-    assert not [key for key in unet.state_dict() if key.startswith("aligned_context")]
+    assert not [key for key in unet.state_dict() if key.startswith(("aligned_context", "latent_prior"))]
     assert unet.input_blocks[0][0].in_channels == config.unet.in_channels
 
 
@@ -165,7 +166,8 @@ def test_aligned_context_is_absent_from_official_configs() -> None:
 def test_aligned_context_rows_land_on_their_latent_frames(rows: int) -> None:
     aligned = torch.arange(rows, dtype=torch.float32).repeat(1, 3, 1)  # [1, 3, rows], row i holds i
     x = torch.zeros(1, 8, 4, 2)
-    joined = UNet._with_aligned_context(x, aligned)
+    unet = UNet(ALIGNED_UNET, FIXTURE_CONTEXT_DIM)
+    joined = unet._with_aligned_context(x, EncodedContext(keys_values=(), batch=1, aligned=aligned))
     assert joined.shape == (1, 11, 4, 2)
     assert torch.equal(joined[:, :8], x)
     # 8 rows -> 4 frames average row pairs; 2 rows -> 4 frames repeat each row twice.
@@ -197,6 +199,58 @@ def test_guidance_pair_with_aligned_context_runs_the_doubled_batch() -> None:
     encoded = unet.encode_context(torch.randn(2, 16, FIXTURE_CONTEXT_DIM))
     with torch.no_grad():
         assert torch.equal(unet.forward_guidance_pair(x, t, encoded), unet(torch.cat([x, x]), torch.cat([t, t]), encoded))
+
+
+# Latent prior (our small configs only) --------------------------------------------------------
+PRIOR_UNET = dataclasses.replace(ALIGNED_UNET, latent_prior_width=16)
+
+
+def test_latent_prior_places_each_frequency_row_of_its_estimate() -> None:
+    torch.manual_seed(0)
+    unet = UNet(PRIOR_UNET, FIXTURE_CONTEXT_DIM, latent_freq=4).eval()
+    assert unet.input_blocks[0][0].in_channels == 8 + 4 + 8
+    context = torch.randn(1, 16, FIXTURE_CONTEXT_DIM)
+    with torch.no_grad():
+        columns = unet.latent_prior(context.transpose(1, 2))  # [1, 8 x 4, 16 rows]
+        estimate = unet.estimate_latents(context, frames=8)
+        joined = unet._with_aligned_context(torch.zeros(1, 8, 8, 4), unet.encode_context(context))
+    assert estimate.shape == (1, 8, 8, 4)
+    # latent channel c, frequency f comes from prior column c * F + f; 16 rows average in pairs to 8 frames
+    pairs = columns.view(1, 8, 4, 8, 2).mean(-1)
+    assert torch.allclose(estimate, pairs.transpose(2, 3), atol=1e-6)
+    assert torch.equal(joined[:, 12:], estimate)
+    assert estimate[0, 0, :, 0].std() > 0 and not torch.allclose(estimate[..., 0], estimate[..., 1])
+
+
+def test_latent_prior_changes_the_output_and_guidance_pair_matches() -> None:
+    torch.manual_seed(0)
+    unet = UNet(PRIOR_UNET, FIXTURE_CONTEXT_DIM, latent_freq=4).eval()
+    x, t = torch.randn(1, 8, 8, 4), torch.tensor([10])
+    context = torch.randn(2, 16, FIXTURE_CONTEXT_DIM)
+    encoded = unet.encode_context(context)
+    with torch.no_grad():
+        pair = unet.forward_guidance_pair(x, t, encoded)
+        assert torch.equal(pair, unet(torch.cat([x, x]), torch.cat([t, t]), encoded))
+        unet.latent_prior[-1].bias.add_(1.0)  # only the prior path sees this
+        assert (unet(torch.cat([x, x]), torch.cat([t, t]), context) - pair).abs().max().item() > 1e-4
+
+
+def test_a_decoder_gaining_a_latent_prior_keeps_its_tokens_identity() -> None:
+    config = official_config(100)
+    grown = dataclasses.replace(config, unet=dataclasses.replace(config.unet, latent_prior_width=64))
+    assert grown.config_hash() == config.config_hash()  # token files and LMs made before stay valid
+    wider = dataclasses.replace(config, unet=dataclasses.replace(config.unet, aligned_context_channels=8))
+    assert wider.config_hash() != config.config_hash()
+
+
+def test_latent_prior_needs_its_frequency_rows() -> None:
+    with pytest.raises(ValueError, match="needs latent_freq"):
+        UNet(PRIOR_UNET, FIXTURE_CONTEXT_DIM)
+    unet = UNet(PRIOR_UNET, FIXTURE_CONTEXT_DIM, latent_freq=4)
+    with pytest.raises(ValueError, match="4 frequency rows, got 8"):
+        unet(torch.zeros(1, 8, 8, 8), torch.tensor([1]), torch.zeros(1, 16, FIXTURE_CONTEXT_DIM))
+    with pytest.raises(ValueError, match="no latent prior"):
+        UNet(ALIGNED_UNET, FIXTURE_CONTEXT_DIM).estimate_latents(torch.zeros(1, 16, FIXTURE_CONTEXT_DIM), 8)
 
 
 def test_group_norm_keeps_bf16_at_cpu_inference_and_float32_statistics_elsewhere() -> None:

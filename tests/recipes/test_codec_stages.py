@@ -201,6 +201,41 @@ def test_ldm_latent_head_trains_the_acoustic_encoder_and_is_not_exported(corpus)
         LDMModule("tiny-100", latent_head_weight=-1.0)
 
 
+def test_ldm_grows_a_latent_prior_that_changes_nothing_until_trained_and_ships(corpus, tmp_path, monkeypatch):
+    import dataclasses
+
+    from codec.config import CONFIGS
+    from codec.diffusion.conditioning import build_context
+
+    torch.manual_seed(0)
+    tiny = get_config("tiny-100")
+    with_prior = dataclasses.replace(tiny, name="tiny-prior-100",
+                                     unet=dataclasses.replace(tiny.unet, latent_prior_width=16))
+    monkeypatch.setitem(CONFIGS, "tiny-prior-100", with_prior)
+    start = SemantiCodec(tiny)
+    folder = start.save_pretrained(tmp_path / "start")
+    module = LDMModule("tiny-prior-100", init_from=str(folder), train_encoder=False, latent_head_weight=1.0,
+                       cfg_dropout=0.0)
+    unet, old_unet = module.codec.decoder.unet, start.decoder.unet
+    assert module.latent_head is None and module.codec.config.unet.latent_prior_width == 16
+    x, t = torch.randn(1, *start.decoder.latent_shape), torch.tensor([300])
+    context = build_context(torch.randn(1, tiny.window_tokens, 2 * tiny.feature_dim))
+    with torch.no_grad():
+        # the new input channels start at zero: the same numbers up to the wider convolution's summation order
+        assert torch.allclose(unet(x, t, context), old_unet(x, t, context), atol=1e-5)
+    batch = fixed_batch(corpus, 10.24)
+    _, logs = module.training_loss(batch, torch.Generator().manual_seed(0))
+    first, last = overfit(module, batch, module.trainable_parameters(), 6, 3e-3)
+    _, after = module.training_loss(batch, torch.Generator().manual_seed(0))
+    assert last < first and float(after["latent_head"]) < 0.8 * float(logs["latent_head"])
+    exported = module.export_weights()
+    assert any(".latent_prior." in key for key in exported)
+    grown = SemantiCodec(with_prior)
+    grown.load_state_dict({**grown.state_dict(), **exported})
+    with torch.no_grad():
+        assert (grown.decoder.unet(x, t, context) - old_unet(x, t, context)).abs().max() > 1e-3
+
+
 def test_ldm_continues_a_codec_on_new_semantic_tokens(tmp_path):
     from semanticodec_lm.training.codec_stages import write_weights
 
