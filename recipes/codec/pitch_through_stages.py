@@ -6,7 +6,9 @@
 Each note is a harmonic tone (fundamental plus four harmonics, amplitudes 1/k, peak 0.5) that goes
 (a) to its 64-bin log-mel and back through the vocoder, (b) through the VAE (posterior mode) and the
 vocoder, (c) through the whole codec (encode, then decode with ``--steps`` DPM-Solver++ steps, seed
-``--seed``). Each output's pitch is measured by the pretrained swift-f0 estimator
+``--seed``), and, for a codec whose UNet has a latent prior (the small configs), (d) through the
+encoder and that prior's estimate of the latent, decoded by the VAE and vocoder without diffusion:
+what the tokens carry before the UNet reads them. Each output's pitch is measured by the pretrained swift-f0 estimator
 (:func:`codec.metrics.pitch_hz`); a note is kept when it comes back within 50 cents. Prints a
 Markdown table of the measured Hz per stage and the notes kept, then (``--tokens``) which tokens
 each note encodes to: when two notes share their tokens, no decoder can tell them apart, and the
@@ -21,11 +23,12 @@ import math
 import torch
 
 from codec.config import SAMPLE_RATE
+from codec.diffusion.conditioning import build_context
 from codec.frontend import log_mel_64
 from codec.metrics import pitch_hz
 from codec.model import SemantiCodec
 
-STAGES = ("vocoder", "VAE + vocoder", "codec")
+STAGES = ("vocoder", "VAE + vocoder", "latent prior", "codec")
 DEFAULT_TONES = (110.0, 164.81, 261.63, 440.0, 659.25, 880.0)  # A2, E3, C4, A4, E5, A5
 KEPT_CENTS = 50.0
 
@@ -48,13 +51,36 @@ def is_kept(measured: float | None, target: float) -> bool:
     return distance is not None and abs(distance) <= KEPT_CENTS
 
 
+def available_stages(codec: SemantiCodec) -> tuple[str, ...]:
+    """The stages this codec has: all but ``latent prior`` when its UNet has none."""
+    return tuple(name for name in STAGES if name != "latent prior" or codec.config.unet.latent_prior_width)
+
+
+def prior_waveform(codec: SemantiCodec, wave: torch.Tensor) -> torch.Tensor:
+    """Encode ``wave`` [N] (one window at most) and decode the UNet latent prior's estimate of its latent
+    through the VAE and vocoder, no diffusion -> [1, 1, samples] float32."""
+    encoded = codec.encode(wave[None], SAMPLE_RATE)
+    length, window = int(encoded.lengths[0]), codec.config.window_tokens
+    if length > window:
+        raise ValueError(f"the latent-prior stage decodes one window ({window} tokens), got {length}")
+    features = codec.encoder.tokens_to_features(encoded.tokens[:, :length])
+    padded = features.new_full((1, window, features.shape[-1]), -1.0)
+    padded[:, :length] = features
+    decoder = codec.decoder
+    latents = decoder.unet.estimate_latents(build_context(padded), codec.config.diffusion.latent_time)
+    stage = decoder.first_stage_model
+    return stage.mel_to_waveform(stage.decode(latents / decoder.scale_factor))[..., : wave.numel()]
+
+
 @torch.inference_mode()
 def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0, steps: int = 25,
-                         seed: int = 0, stages: tuple[str, ...] = STAGES) -> dict[float, dict[str, float | None]]:
-    """For each tone frequency (Hz): the measured pitch (Hz, None when none is found) after each of ``stages``."""
-    unknown = sorted(set(stages) - set(STAGES))
+                         seed: int = 0, stages: tuple[str, ...] | None = None) -> dict[float, dict[str, float | None]]:
+    """For each tone frequency (Hz): the measured pitch (Hz, None when none is found) after each of ``stages``
+    (default: every stage the codec has)."""
+    stages = available_stages(codec) if stages is None else stages
+    unknown = sorted(set(stages) - set(available_stages(codec)))
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; choose from {list(STAGES)}")
+        raise ValueError(f"unknown stages {unknown} for this codec; choose from {list(available_stages(codec))}")
     stage = codec.decoder.first_stage_model
     factor = stage.downsampling
     results = {}
@@ -65,6 +91,7 @@ def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: fl
         run = {
             "vocoder": lambda: stage.mel_to_waveform(mel),
             "VAE + vocoder": lambda: stage.mel_to_waveform(stage.decode(stage.encode(mel).mode())),
+            "latent prior": lambda: prior_waveform(codec, wave),
             "codec": lambda: codec.reconstruct(wave[None], SAMPLE_RATE, steps=steps, sampler="dpmpp2m", seed=seed),
         }
         results[hz] = {name: pitch_hz(run[name]()[0, 0]) for name in stages}
@@ -109,11 +136,12 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
         return "none" if value is None else f"{value:.1f} ({cents(value, hz):+.0f} c)"
 
     print(f"Measured pitch (Hz, cents off) of harmonic tones through codec `{args.codec}` (swift-f0)\n")
-    print("| tone (Hz) | " + " | ".join(STAGES) + " |")
-    print("|---|" + "---|" * len(STAGES))
+    stages = available_stages(codec)
+    print("| tone (Hz) | " + " | ".join(stages) + " |")
+    print("|---|" + "---|" * len(stages))
     for hz, row in results.items():
-        print(f"| {hz:g} | " + " | ".join(cell(row[name], hz) for name in STAGES) + " |")
-    kept = [sum(is_kept(row[name], hz) for hz, row in results.items()) for name in STAGES]
+        print(f"| {hz:g} | " + " | ".join(cell(row[name], hz) for name in stages) + " |")
+    kept = [sum(is_kept(row[name], hz) for hz, row in results.items()) for name in stages]
     print(f"| kept within {KEPT_CENTS:g} cents | " + " | ".join(f"{k}/{len(results)}" for k in kept) + " |")
     if args.tokens:
         tones = list(results)

@@ -8,10 +8,12 @@ from codec.model import SemantiCodec
 from codec.model import Tokens
 from recipes.codec.pitch_through_stages import (
     STAGES,
+    available_stages,
     cents,
     harmonic_tone,
     is_kept,
     pitch_through_stages,
+    prior_waveform,
     token_overlap,
 )
 
@@ -24,13 +26,33 @@ def test_each_stage_is_measured_and_a_lossless_stage_keeps_the_pitch(monkeypatch
     results = pitch_through_stages(codec, [220.0, 523.25], seconds=1.0, steps=1)
     assert list(results) == [220.0, 523.25]
     for hz, row in results.items():
-        assert list(row) == list(STAGES)
+        assert list(row) == [name for name in STAGES if name != "latent prior"]  # tiny UNets have no prior
         assert all(value is None or value > 0 for value in row.values())
         assert is_kept(row["codec"], hz)
     assert cents(880.0, 440.0) == pytest.approx(1200.0) and cents(None, 440.0) is None
     assert not is_kept(100.0, 110.0) and is_kept(111.0, 110.0)
     tone = harmonic_tone(220.0, 0.5)
     assert tone.shape == (8000,) and tone.abs().max() == pytest.approx(0.5)
+
+
+def test_the_latent_prior_stage_decodes_the_priors_estimate_without_diffusion():
+    import dataclasses
+
+    torch.manual_seed(0)
+    tiny = get_config("tiny-100")
+    codec = SemantiCodec(dataclasses.replace(tiny, unet=dataclasses.replace(tiny.unet, latent_prior_width=8))).eval()
+    assert available_stages(codec) == STAGES
+    wave = harmonic_tone(220.0, 1.0)
+    with torch.no_grad():
+        before = prior_waveform(codec, wave)
+        codec.decoder.unet.latent_prior[-1].bias.add_(3.0)  # only the estimate sees this
+        after = prior_waveform(codec, wave)
+    assert before.shape == (1, 1, 16000) and bool(before.isfinite().all())
+    assert (after - before).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="one window"):
+        prior_waveform(codec, harmonic_tone(220.0, 11.0))
+    with pytest.raises(ValueError, match="unknown stages"):
+        pitch_through_stages(SemantiCodec(tiny).eval(), [220.0], stages=("latent prior",))
 
 
 def test_token_overlap_finds_each_notes_tokens_and_what_two_notes_share(monkeypatch):
