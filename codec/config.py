@@ -52,11 +52,12 @@ class UNetConfig:
     # averages them to the latent frame rate and concatenates them to the UNet input, so that a
     # briefly trained model need not learn the token-to-frame alignment through cross-attention.
     aligned_context_channels: int = 0
-    # Not in the official model (0 there): > 0 adds a latent prior, a conv stack of this width that
-    # estimates the latent itself, [in_channels, T, F], from the conditioning rows and concatenates
-    # that estimate to the input. Unlike the aligned channels, which are broadcast over frequency,
-    # the estimate says where in frequency the energy lies (a note's harmonics), which a small
-    # UNet trained briefly does not learn to place from cross-attention.
+    # Not in the official model (0 there): > 0 adds a latent prior (``codec.diffusion.unet.LatentPrior``),
+    # convolutions of this width over the conditioning rows laid on their (time step, frequency
+    # position) grid that estimate the latent itself, [in_channels, T, F], each token predicting the
+    # block it covers; the estimate is concatenated to the input. Unlike the aligned channels, which
+    # are broadcast over frequency, it says where in frequency the energy lies (a note's harmonics),
+    # which a small UNet trained briefly does not learn to place from cross-attention.
     latent_prior_width: int = 0
 
 

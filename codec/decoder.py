@@ -24,8 +24,16 @@ from codec.diffusion.samplers import (
     sample,
 )
 from codec.diffusion.schedule import SCHEDULE_BUFFERS, NoiseLevels, schedule_buffers
-from codec.diffusion.unet import UNet
+from codec.diffusion.unet import TokenGrid, UNet
+from codec.semantic import tokens_per_time_step
 from codec.vae import AutoencoderKL
+
+
+def token_grid(cfg: CodecConfig) -> TokenGrid:
+    """How a decoder window's conditioning rows tile its latent: the tokens' time-step x
+    frequency-position order (:func:`codec.semantic.concat_patches`)."""
+    positions = tokens_per_time_step(cfg.concat_factor)
+    return TokenGrid(positions, cfg.window_tokens // positions, cfg.diffusion.latent_time, cfg.diffusion.latent_freq)
 
 
 class DiffusionWrapper(nn.Module):
@@ -45,7 +53,7 @@ class LatentDiffusionDecoder(nn.Module):
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.model = DiffusionWrapper(UNet(cfg.unet, cfg.context_dim, cfg.diffusion.latent_freq))
+        self.model = DiffusionWrapper(UNet(cfg.unet, cfg.context_dim, token_grid(cfg)))
         self.first_stage_model = AutoencoderKL(cfg.vae, cfg.vocoder)
         for name, value in schedule_buffers(cfg.diffusion).items():
             self.register_buffer(name, value)

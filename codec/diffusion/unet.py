@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.config import UNetConfig
+from codec.config import POSITION_DIM, UNetConfig
 
 NORM_GROUPS = 32
 
@@ -220,13 +220,66 @@ class EncodedContext:
     Built by :meth:`UNet.encode_context`; ``batch`` is the number of conditioning rows. ``aligned``
     is the projected conditioning [B, aligned_context_channels, L] when the UNet concatenates it to
     its input (``UNetConfig.aligned_context_channels`` > 0), else None; ``prior`` the latent prior's
-    columns [B, in_channels x latent_freq, L] (``UNetConfig.latent_prior_width`` > 0), else None.
+    estimate of the latent [B, in_channels, T, F] (``UNetConfig.latent_prior_width`` > 0), else None.
     """
 
     keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     batch: int
     aligned: torch.Tensor | None = None
     prior: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """How a decoder window's conditioning rows tile its latent.
+
+    Rows come ``positions`` to a time step (one per frequency position, time-major: row n is step
+    n // positions, position n % positions), ``steps`` time steps per window; a row covers
+    latent_time / steps latent frames and latent_freq / positions latent frequency rows.
+    """
+
+    positions: int
+    steps: int
+    latent_time: int
+    latent_freq: int
+
+    def __post_init__(self) -> None:
+        if min(self.positions, self.steps) < 1 or self.latent_time % self.steps or self.latent_freq % self.positions:
+            raise ValueError(f"{self.steps} steps x {self.positions} positions do not tile a "
+                             f"{self.latent_time} x {self.latent_freq} latent")
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.latent_time // self.steps
+
+    @property
+    def rows_per_position(self) -> int:
+        return self.latent_freq // self.positions
+
+
+class LatentPrior(nn.Module):
+    """Conditioning features [B, steps x positions, D] -> an estimate of the latent [B, C, T, F].
+
+    The rows are laid on their (time step, frequency position) grid, mixed by a 3x3 convolution
+    with their neighbours, and each row then predicts the latent block it covers, so a token's
+    frequency position lands on latent frequency rows, not on latent frames.
+    """
+
+    def __init__(self, feature_dim: int, width: int, channels: int, grid: TokenGrid) -> None:
+        super().__init__()
+        self.grid, self.channels = grid, channels
+        block = channels * grid.frames_per_step * grid.rows_per_position
+        self.net = nn.Sequential(nn.Conv2d(feature_dim, width, 1), nn.GELU(),
+                                 nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, block, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        grid, (batch, rows, width) = self.grid, features.shape
+        if rows != grid.steps * grid.positions:
+            raise ValueError(f"the latent prior reads {grid.steps * grid.positions} conditioning rows, got {rows}")
+        cells = features.reshape(batch, grid.steps, grid.positions, width).permute(0, 3, 1, 2)
+        blocks = self.net(cells).reshape(batch, self.channels, grid.frames_per_step, grid.rows_per_position,
+                                         grid.steps, grid.positions)
+        return blocks.permute(0, 1, 4, 2, 5, 3).reshape(batch, self.channels, grid.latent_time, grid.latent_freq)
 
 
 class UNetLevel(nn.Sequential):
@@ -258,13 +311,13 @@ class UNet(nn.Module):
 
     forward(x [B, in_channels, T, F], timesteps int64 [B], context [B, L, context_dim] or an
     :class:`EncodedContext`) -> [B, out_channels, T, F]. T and F must be divisible by
-    2^(len(channel_mult) - 1); with a latent prior, F must equal ``latent_freq``.
+    2^(len(channel_mult) - 1); with a latent prior, (T, F) must be the ``token_grid``'s latent size.
     """
 
-    def __init__(self, cfg: UNetConfig, context_dim: int, latent_freq: int | None = None) -> None:
+    def __init__(self, cfg: UNetConfig, context_dim: int, token_grid: TokenGrid | None = None) -> None:
         super().__init__()
-        if cfg.latent_prior_width and not latent_freq:
-            raise ValueError("a UNet with a latent prior (latent_prior_width > 0) needs latent_freq")
+        if cfg.latent_prior_width and token_grid is None:
+            raise ValueError("a UNet with a latent prior (latent_prior_width > 0) needs the token_grid")
         widths = [cfg.model_channels * mult for mult in cfg.channel_mult]
         if not cfg.channel_mult or cfg.num_res_blocks < 1:
             raise ValueError("the UNet needs at least one level and one ResBlock per level")
@@ -326,14 +379,10 @@ class UNet(nn.Module):
         )
         if cfg.aligned_context_channels:
             self.aligned_context = nn.Linear(context_dim, cfg.aligned_context_channels)
-        self.latent_freq = latent_freq
-        if cfg.latent_prior_width:
-            width = cfg.latent_prior_width
-            self.latent_prior = nn.Sequential(
-                nn.Conv1d(context_dim, width, 5, padding=2), nn.GELU(),
-                nn.Conv1d(width, width, 5, padding=2), nn.GELU(),
-                nn.Conv1d(width, cfg.in_channels * latent_freq, 1),
-            )
+        self.token_grid = token_grid
+        if cfg.latent_prior_width:  # positions are the grid itself: the prior reads the features only
+            self.latent_prior = LatentPrior(context_dim - POSITION_DIM, cfg.latent_prior_width, cfg.in_channels,
+                                            token_grid)
         self._cross_transformers = [
             m for m in self.modules() if isinstance(m, SpatialTransformer) and m.context_dim is not None
         ]
@@ -357,22 +406,15 @@ class UNet(nn.Module):
             )
         pairs = tuple(block.project_context(context) for block in self._cross_transformers)
         aligned = self.aligned_context(context).transpose(1, 2) if self.cfg.aligned_context_channels else None
-        prior = self.latent_prior(context.transpose(1, 2)) if self.cfg.latent_prior_width else None
+        prior = self.latent_prior(context[..., : self.context_dim - POSITION_DIM]) if self.cfg.latent_prior_width else None
         return EncodedContext(keys_values=pairs, batch=context.shape[0], aligned=aligned, prior=prior)
 
-    def estimate_latents(self, context: torch.Tensor | EncodedContext, frames: int) -> torch.Tensor:
-        """The latent prior's estimate of the (scaled) latent, [B, in_channels, frames, latent_freq],
-        from conditioning [B, L, context_dim] (or its encoding); rows are averaged (or repeated) to
-        ``frames``."""
+    def estimate_latents(self, context: torch.Tensor) -> torch.Tensor:
+        """The latent prior's estimate of the (scaled) latent [B, in_channels, T, F] from conditioning
+        [B, L, context_dim]."""
         if not self.cfg.latent_prior_width:
             raise ValueError("this UNet has no latent prior (latent_prior_width is 0)")
-        if not isinstance(context, EncodedContext):
-            context = self.encode_context(context)
-        return self._prior_latents(context.prior, frames)
-
-    def _prior_latents(self, prior: torch.Tensor, frames: int) -> torch.Tensor:
-        columns = F.adaptive_avg_pool1d(prior, frames)  # [B, C x F, T]
-        return columns.view(len(columns), self.cfg.in_channels, self.latent_freq, frames).transpose(2, 3)
+        return self.latent_prior(context[..., : self.context_dim - POSITION_DIM])
 
     def _with_aligned_context(self, x: torch.Tensor, context: EncodedContext) -> torch.Tensor:
         """x [B, C, T, F] -> [B, C + A (+ C), T, F]: the aligned rows [B, A, L] averaged (or repeated)
@@ -382,7 +424,7 @@ class UNet(nn.Module):
             frames = F.adaptive_avg_pool1d(context.aligned.to(x.dtype), x.shape[2])
             parts.append(frames[..., None].expand(-1, -1, -1, x.shape[3]))
         if context.prior is not None:
-            parts.append(self._prior_latents(context.prior, x.shape[2]).to(x.dtype))
+            parts.append(context.prior.to(x.dtype))
         return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
     def forward(
@@ -450,8 +492,10 @@ class UNet(nn.Module):
         step = self.downsampling
         if x.shape[2] % step or x.shape[3] % step:
             raise ValueError(f"latent time and freq sizes {tuple(x.shape[2:])} must be multiples of {step}")
-        if self.cfg.latent_prior_width and x.shape[3] != self.latent_freq:
-            raise ValueError(f"this UNet's latent prior makes {self.latent_freq} frequency rows, got {x.shape[3]}")
+        grid = self.token_grid
+        if self.cfg.latent_prior_width and x.shape[2:] != (grid.latent_time, grid.latent_freq):
+            raise ValueError(f"this UNet's latent prior makes {grid.latent_time} x {grid.latent_freq} latents, "
+                             f"got {tuple(x.shape[2:])}")
         if timesteps.shape != (x.shape[0],) or timesteps.is_floating_point():
             raise ValueError(
                 f"timesteps must be an integer tensor of shape [{x.shape[0]}], got "

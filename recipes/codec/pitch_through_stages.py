@@ -67,7 +67,7 @@ def prior_waveform(codec: SemantiCodec, wave: torch.Tensor) -> torch.Tensor:
     padded = features.new_full((1, window, features.shape[-1]), -1.0)
     padded[:, :length] = features
     decoder = codec.decoder
-    latents = decoder.unet.estimate_latents(build_context(padded), codec.config.diffusion.latent_time)
+    latents = decoder.unet.estimate_latents(build_context(padded))
     stage = decoder.first_stage_model
     return stage.mel_to_waveform(stage.decode(latents / decoder.scale_factor))[..., : wave.numel()]
 

@@ -204,7 +204,7 @@ class LDMModule(StageModule):
         if self.latent_head is not None:
             estimate = predict_latents(self.latent_head, kept, self.codec_config)
         elif self.hparams.latent_head_weight > 0 and self.codec_config.unet.latent_prior_width:
-            estimate = decoder.unet.estimate_latents(build_context(kept), z0_mean.shape[2])
+            estimate = decoder.unet.estimate_latents(build_context(kept))
         if estimate is not None:
             latent_mse = (estimate.float() - z0_mean).pow(2).mean()
             total = total + self.hparams.latent_head_weight * latent_mse

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from codec.config import UNetConfig, official_config
-from codec.diffusion.unet import EncodedContext, GroupNorm32, UNet, timestep_embedding
+from codec.config import POSITION_DIM, UNetConfig, official_config
+from codec.diffusion.unet import EncodedContext, GroupNorm32, TokenGrid, UNet, timestep_embedding
 
 PREFIX = "model.diffusion_model."
 KEYS_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoint-keys"
@@ -203,35 +203,45 @@ def test_guidance_pair_with_aligned_context_runs_the_doubled_batch() -> None:
 
 # Latent prior (our small configs only) --------------------------------------------------------
 PRIOR_UNET = dataclasses.replace(ALIGNED_UNET, latent_prior_width=16)
+PRIOR_CONTEXT_DIM = 6 + POSITION_DIM
+# 16 rows: 4 time steps x 4 frequency positions; each row covers 2 latent frames x 2 latent frequency rows
+PRIOR_GRID = TokenGrid(positions=4, steps=4, latent_time=8, latent_freq=8)
 
 
-def test_latent_prior_places_each_frequency_row_of_its_estimate() -> None:
+def test_latent_prior_puts_each_rows_estimate_on_the_block_its_token_covers() -> None:
     torch.manual_seed(0)
-    unet = UNet(PRIOR_UNET, FIXTURE_CONTEXT_DIM, latent_freq=4).eval()
+    unet = UNet(PRIOR_UNET, PRIOR_CONTEXT_DIM, PRIOR_GRID).eval()
     assert unet.input_blocks[0][0].in_channels == 8 + 4 + 8
-    context = torch.randn(1, 16, FIXTURE_CONTEXT_DIM)
+    context = torch.randn(1, 16, PRIOR_CONTEXT_DIM)
+    moved = context.clone()
+    moved[0, 4 * 2 + 1, :6] += 1.0  # row 9: time step 2, frequency position 1 (features only)
     with torch.no_grad():
-        columns = unet.latent_prior(context.transpose(1, 2))  # [1, 8 x 4, 16 rows]
-        estimate = unet.estimate_latents(context, frames=8)
-        joined = unet._with_aligned_context(torch.zeros(1, 8, 8, 4), unet.encode_context(context))
-    assert estimate.shape == (1, 8, 8, 4)
-    # latent channel c, frequency f comes from prior column c * F + f; 16 rows average in pairs to 8 frames
-    pairs = columns.view(1, 8, 4, 8, 2).mean(-1)
-    assert torch.allclose(estimate, pairs.transpose(2, 3), atol=1e-6)
-    assert torch.equal(joined[:, 12:], estimate)
-    assert estimate[0, 0, :, 0].std() > 0 and not torch.allclose(estimate[..., 0], estimate[..., 1])
+        estimate = unet.estimate_latents(context)
+        joined = unet._with_aligned_context(torch.zeros(1, 8, 8, 8), unet.encode_context(context))
+        spread = (unet.estimate_latents(moved) - estimate).abs().sum(dim=(0, 1))  # [frames, freq rows]
+        mixer = unet.latent_prior.net[2]  # without the 3x3 neighbourhood, a row reaches its own block only
+        mixer.weight.zero_()
+        mixer.weight[:, :, 1, 1] = torch.eye(16)
+        own = (unet.estimate_latents(moved) - unet.estimate_latents(context)).abs().sum(dim=(0, 1))
+    assert estimate.shape == (1, 8, 8, 8) and torch.equal(joined[:, 12:], estimate)
+    changed = (own > 0).nonzero().tolist()
+    assert sorted({frame for frame, _ in changed}) == [4, 5] and sorted({row for _, row in changed}) == [2, 3]
+    # the 3x3 neighbourhood: time steps 1-3 (frames 2-7), frequency positions 0-2 (rows 0-5)
+    assert spread[:2].sum() == 0 and spread[:, 6:].sum() == 0 and spread[2:, :6].min() > 0
+    assert torch.equal(unet.estimate_latents(context.index_fill(2, torch.arange(6, PRIOR_CONTEXT_DIM), 9.0)),
+                       unet.estimate_latents(context))  # the positions are the grid: the prior ignores them
 
 
 def test_latent_prior_changes_the_output_and_guidance_pair_matches() -> None:
     torch.manual_seed(0)
-    unet = UNet(PRIOR_UNET, FIXTURE_CONTEXT_DIM, latent_freq=4).eval()
-    x, t = torch.randn(1, 8, 8, 4), torch.tensor([10])
-    context = torch.randn(2, 16, FIXTURE_CONTEXT_DIM)
+    unet = UNet(PRIOR_UNET, PRIOR_CONTEXT_DIM, PRIOR_GRID).eval()
+    x, t = torch.randn(1, 8, 8, 8), torch.tensor([10])
+    context = torch.randn(2, 16, PRIOR_CONTEXT_DIM)
     encoded = unet.encode_context(context)
     with torch.no_grad():
         pair = unet.forward_guidance_pair(x, t, encoded)
         assert torch.equal(pair, unet(torch.cat([x, x]), torch.cat([t, t]), encoded))
-        unet.latent_prior[-1].bias.add_(1.0)  # only the prior path sees this
+        unet.latent_prior.net[-1].bias.add_(1.0)  # only the prior path sees this
         assert (unet(torch.cat([x, x]), torch.cat([t, t]), context) - pair).abs().max().item() > 1e-4
 
 
@@ -243,14 +253,18 @@ def test_a_decoder_gaining_a_latent_prior_keeps_its_tokens_identity() -> None:
     assert wider.config_hash() != config.config_hash()
 
 
-def test_latent_prior_needs_its_frequency_rows() -> None:
-    with pytest.raises(ValueError, match="needs latent_freq"):
-        UNet(PRIOR_UNET, FIXTURE_CONTEXT_DIM)
-    unet = UNet(PRIOR_UNET, FIXTURE_CONTEXT_DIM, latent_freq=4)
-    with pytest.raises(ValueError, match="4 frequency rows, got 8"):
-        unet(torch.zeros(1, 8, 8, 8), torch.tensor([1]), torch.zeros(1, 16, FIXTURE_CONTEXT_DIM))
+def test_latent_prior_needs_its_grid() -> None:
+    with pytest.raises(ValueError, match="needs the token_grid"):
+        UNet(PRIOR_UNET, PRIOR_CONTEXT_DIM)
+    with pytest.raises(ValueError, match="do not tile"):
+        TokenGrid(positions=3, steps=4, latent_time=8, latent_freq=8)
+    unet = UNet(PRIOR_UNET, PRIOR_CONTEXT_DIM, PRIOR_GRID)
+    with pytest.raises(ValueError, match="makes 8 x 8 latents, got \\(8, 4\\)"):
+        unet(torch.zeros(1, 8, 8, 4), torch.tensor([1]), torch.zeros(1, 16, PRIOR_CONTEXT_DIM))
+    with pytest.raises(ValueError, match="reads 16 conditioning rows, got 12"):
+        unet.estimate_latents(torch.zeros(1, 12, PRIOR_CONTEXT_DIM))
     with pytest.raises(ValueError, match="no latent prior"):
-        UNet(ALIGNED_UNET, FIXTURE_CONTEXT_DIM).estimate_latents(torch.zeros(1, 16, FIXTURE_CONTEXT_DIM), 8)
+        UNet(ALIGNED_UNET, FIXTURE_CONTEXT_DIM).estimate_latents(torch.zeros(1, 16, FIXTURE_CONTEXT_DIM))
 
 
 def test_group_norm_keeps_bf16_at_cpu_inference_and_float32_statistics_elsewhere() -> None:
