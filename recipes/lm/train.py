@@ -6,7 +6,10 @@
 Any config entry can be overridden as ``section.key=value`` (the value is read as YAML), e.g.
 ``trainer.devices=8 trainer.strategy=ddp trainer.precision=bf16-mixed trainer.max_steps=100000``.
 Everything under ``trainer:`` goes to ``lightning.Trainer`` as is. A run restarted with the same
-``run_dir`` resumes from ``<run_dir>/checkpoints/last.ckpt``. Logs go to wandb (offline unless
+``run_dir`` resumes from ``<run_dir>/checkpoints/last.ckpt``. A new run with ``model.init_from=<LM folder
+or shipped name>`` (e.g. ``model.init_from=default``, as the codec stages' ``model.init_from``) starts from
+that LM's weights wherever the shapes allow (:mod:`lm.warm_start`; its tokens must come from the same
+codec); the optimizer and the schedule start afresh. Logs go to wandb (offline unless
 WANDB_API_KEY is set; ``logger=csv`` or ``logger=none`` to skip wandb).
 
 Each rank prints one line ``LM_TRAIN_SUMMARY {json}`` at the end (steps, batches, where it started).
@@ -22,10 +25,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from codec.tokenfile import load_tokens
+from lm.api import LMFolderError, load_lm_folder
 from lm.config import lm_config
 from lm.data import read_manifest
 from lm.module import AudioLMModule, TokenDataModule
 from lm.text import TextTokenizer
+from lm.warm_start import WarmStartError, check_same_codec, warm_start
 from semanticodec_lm.training.runs import (
     AtomicCheckpointIO,
     RunSummary,
@@ -51,6 +56,27 @@ def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
     return fields
 
 
+def start_from(module: AudioLMModule, name: str, manifest: str | Path, tokenizer: TextTokenizer | None) -> dict:
+    """Copy the LM ``name`` (a folder or shipped name) into ``module`` where shapes allow; returns the
+    report. SystemExit when it cannot load or was trained on another codec's tokens."""
+    try:
+        folder = load_lm_folder(name)
+    except LMFolderError as error:
+        raise SystemExit(f"model.init_from: {error}") from None
+    rows = read_manifest(manifest, "train")
+    if not rows:
+        raise SystemExit(f"{manifest}: no training rows")
+    try:
+        check_same_codec(folder.codec, load_tokens(rows[0].tokens).codec)
+    except WarmStartError as error:
+        raise SystemExit(f"model.init_from={name}: {error}") from None
+    same_text = (tokenizer is not None and folder.tokenizer is not None
+                 and Path(tokenizer.path).read_bytes() == Path(folder.tokenizer.path).read_bytes())
+    report = warm_start(module.model, folder.model, same_text=same_text)
+    print_line(f"model.init_from={name}: {report.summary()}")
+    return report.to_dict()
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Train as configured; returns this rank's summary (also printed as LM_TRAIN_SUMMARY)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -67,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("data.manifest is required (a token manifest, JSON Lines)")
     tokenizer = TextTokenizer(data["text_tokenizer"]) if data.get("text_tokenizer") else None
     fields = model_fields(config, tokenizer)
+    init_from = fields.pop("init_from", None)
     model_config = lm_config(fields.pop("size", "small"), **fields)
     datamodule = TokenDataModule(layout=model_config.layout, seed=int(config.get("seed", 0)), **data)
     if datamodule.max_sequence_length() > model_config.max_seq_len:
@@ -92,10 +119,15 @@ def main(argv: list[str] | None = None) -> dict:
         **(config.get("trainer") or {}),
     )
     last = checkpoint_dir / "last.ckpt"
+    started_from = None
+    if init_from and not last.exists():  # a resumed run already holds its weights
+        started_from = start_from(module, init_from, data["manifest"], tokenizer)
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None, weights_only=True)
     # A stop by max_time (or max_steps between intervals) would otherwise leave last.ckpt behind.
     trainer.save_checkpoint(last, weights_only=False)
     report = summary.report(trainer)
+    if started_from is not None:
+        report["init_from"] = {"name": str(init_from), **started_from}
     print_line("LM_TRAIN_SUMMARY " + json.dumps(report))
     return report
 

@@ -1,0 +1,94 @@
+"""Start an LM's training from a trained LM: every weight whose shape allows it.
+
+Training that accumulates: a new run (a longer schedule, a wider vocabulary of captions, another
+pattern) begins where the shipped LM stopped instead of from noise. Matrices and gains copy when
+their names and shapes match; the vocabulary-indexed ones (``embed.weight``, ``head.weight``, rows
+in the layout's ranges ``[special | text | semantic | acoustic]``) copy range by range, so a model
+with another text vocabulary still gets the audio rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lm.layout import SPECIAL_TOKENS, TokenLayout
+from lm.model import AudioLM
+
+VOCAB_TENSORS = ("embed.weight", "head.weight")
+
+
+class WarmStartError(ValueError):
+    """The source LM cannot start this one (its tokens come from another codec)."""
+
+
+@dataclass
+class WarmStartReport:
+    """What :func:`warm_start` copied: whole tensors, vocabulary rows per range, and what it left."""
+
+    copied: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rows = ", ".join(f"{name} {count}" for name, count in self.rows.items()) or "none"
+        left = ", ".join(self.skipped) or "nothing"
+        return f"{len(self.copied)} tensors copied; vocabulary rows: {rows}; left at initialisation: {left}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"copied": len(self.copied), "rows": dict(self.rows), "skipped": list(self.skipped)}
+
+
+def vocab_ranges(layout: TokenLayout, with_text: bool) -> dict[str, tuple[int, int]]:
+    """Row ranges [start, end) of one vocabulary, by name (text only when ``with_text``)."""
+    ranges = {"special": (0, len(SPECIAL_TOKENS)),
+              "semantic": (layout.semantic_offset, layout.acoustic_offset),
+              "acoustic": (layout.acoustic_offset, layout.acoustic_offset + layout.acoustic_vocab_size)}
+    if with_text:
+        ranges["text"] = (layout.text_offset, layout.semantic_offset)
+    return ranges
+
+
+def check_same_codec(source: dict[str, Any], tokens: dict[str, Any]) -> None:
+    """Raise WarmStartError unless two codec identities (token-file ``codec`` records) name the same
+    tokens: same vocabularies and configuration hash, and the same encoder weights where both record them."""
+    for key in ("semantic_vocab_size", "acoustic_vocab_size", "config_hash", "tokens_digest"):
+        theirs, ours = source.get(key), tokens.get(key)
+        if theirs is not None and ours is not None and theirs != ours:
+            raise WarmStartError(f"the LM was trained on tokens of another codec ({key} {theirs} against the "
+                                 f"training tokens' {ours}): its audio embeddings would mean other sounds")
+
+
+@torch.no_grad()
+def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool) -> WarmStartReport:
+    """Copy ``source``'s weights into ``model`` where names and shapes allow; returns what was copied.
+
+    The caller checks that both read the same codec's tokens (:func:`check_same_codec`); ``same_text``
+    says whether they share the text tokenizer (text rows copy only then, and only when the text
+    vocabularies have the same size). Vocabulary tensors need the same model width.
+    """
+    report = WarmStartReport()
+    theirs = source.state_dict()
+    ours_layout, their_layout = model.config.layout, source.config.layout
+    for name, target in model.state_dict().items():
+        if name == "head.weight" and model.config.tie_embeddings:
+            continue  # the same tensor as embed.weight
+        value = theirs.get(name)
+        if value is None:
+            report.skipped.append(name)
+        elif name in VOCAB_TENSORS and value.shape[1:] == target.shape[1:]:
+            with_text = same_text and ours_layout.text_vocab_size == their_layout.text_vocab_size
+            mine, other = vocab_ranges(ours_layout, with_text), vocab_ranges(their_layout, with_text)
+            for part, (start, end) in mine.items():
+                their_start, their_end = other[part]
+                if end - start == their_end - their_start and end > start:
+                    target[start:end] = value[their_start:their_end]
+                    report.rows[f"{name} {part}"] = end - start
+        elif value.shape == target.shape:
+            target.copy_(value)
+            report.copied.append(name)
+        else:
+            report.skipped.append(name)
+    return report

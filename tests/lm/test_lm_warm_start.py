@@ -1,0 +1,86 @@
+"""lm/warm_start.py and ``model.init_from`` in recipes/lm/train.py: an LM starts from a trained one where shapes allow."""
+
+import json
+
+import pytest
+import torch
+
+from codec.tokenfile import load_tokens
+from lm.api import export_checkpoint
+from lm.data import read_manifest
+from lm.model import AudioLM
+from lm.warm_start import WarmStartError, check_same_codec, vocab_ranges, warm_start
+from recipes.lm.train import main as train_main
+from tests.lm.test_lm_train_recipe import train_args
+
+
+def trained_pair(tiny_config, **target_fields):
+    torch.manual_seed(0)
+    source = AudioLM(tiny_config(text_vocab_size=20))
+    torch.manual_seed(1)
+    target = AudioLM(tiny_config(**{"text_vocab_size": 20, **target_fields}))
+    return source, target
+
+
+def test_blocks_and_audio_rows_copy_and_text_rows_only_with_the_same_tokenizer(tiny_config):
+    source, target = trained_pair(tiny_config, text_vocab_size=30)
+    before = target.embed.weight.clone()
+    report = warm_start(target, source, same_text=True)  # text sizes differ: text rows stay
+    for name, value in source.state_dict().items():
+        if not name.startswith(("embed.", "head.")):
+            assert torch.equal(target.state_dict()[name], value), name
+    mine, theirs = vocab_ranges(target.config.layout, True), vocab_ranges(source.config.layout, True)
+    for part in ("special", "semantic", "acoustic"):
+        (start, end), (their_start, their_end) = mine[part], theirs[part]
+        assert torch.equal(target.embed.weight[start:end], source.embed.weight[their_start:their_end]), part
+    text_start, text_end = mine["text"]
+    assert torch.equal(target.embed.weight[text_start:text_end], before[text_start:text_end])
+    assert "embed.weight text" not in report.rows and report.rows["embed.weight semantic"] > 0
+
+    same_size = trained_pair(tiny_config)
+    warm_start(same_size[1], same_size[0], same_text=True)
+    assert torch.equal(same_size[1].embed.weight, same_size[0].embed.weight)
+    other_tokenizer = trained_pair(tiny_config)
+    warm_start(other_tokenizer[1], other_tokenizer[0], same_text=False)
+    start, end = vocab_ranges(other_tokenizer[1].config.layout, True)["text"]
+    assert not torch.equal(other_tokenizer[1].embed.weight[start:end], other_tokenizer[0].embed.weight[start:end])
+
+
+def test_another_width_copies_nothing_it_cannot_and_says_so(tiny_config):
+    source, target = trained_pair(tiny_config, dim=96, n_heads=4)
+    report = warm_start(target, source, same_text=True)
+    assert not report.rows and "embed.weight" in report.skipped
+    assert all(target.state_dict()[name].shape == source.state_dict()[name].shape for name in report.copied)
+    assert "left at initialisation" in report.summary()
+
+
+def test_tokens_of_another_codec_are_refused():
+    record = {"semantic_vocab_size": 64, "acoustic_vocab_size": 32, "config_hash": "a", "tokens_digest": "d1"}
+    check_same_codec(record, dict(record))
+    check_same_codec({**record, "tokens_digest": None}, record)  # legacy records carry no digest
+    with pytest.raises(WarmStartError, match="tokens_digest d1 against the training tokens' d2"):
+        check_same_codec(record, {**record, "tokens_digest": "d2"})
+
+
+def test_a_run_starts_from_an_lm_folder_and_refuses_one_of_another_codec(token_corpus, tmp_path):
+    settings = ("trainer.val_check_interval=50", "logger=none")
+    first = tmp_path / "first"
+    train_main([*train_args(token_corpus, first, *settings), "trainer.max_steps=2"])
+    codec = load_tokens(read_manifest(token_corpus, "train")[0].tokens).codec
+    folder = export_checkpoint(first / "checkpoints" / "last.ckpt", tmp_path / "model", codec)
+    report = train_main([*train_args(token_corpus, tmp_path / "second", *settings), "trainer.max_steps=1",
+                         f"model.init_from={folder}"])
+    assert report["init_from"]["copied"] > 0 and report["init_from"]["rows"]["embed.weight semantic"] > 0
+    assert report["init_from"]["skipped"] == []
+    resumed = train_main([*train_args(token_corpus, tmp_path / "second", *settings), "trainer.max_steps=2",
+                          f"model.init_from={folder}"])
+    assert "init_from" not in resumed  # a resumed run keeps its own weights
+
+    config = json.loads((folder / "config.json").read_text())
+    config["codec"]["config_hash"] = "another-configuration"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match="another codec"):
+        train_main([*train_args(token_corpus, tmp_path / "third", *settings), "trainer.max_steps=1",
+                    f"model.init_from={folder}"])
+    with pytest.raises(SystemExit, match="model.init_from: .*no such LM folder"):
+        train_main([*train_args(token_corpus, tmp_path / "fourth", *settings), f"model.init_from={tmp_path / 'none'}"])
