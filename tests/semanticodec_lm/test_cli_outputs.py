@@ -160,7 +160,8 @@ def test_a_signal_mid_decode_stops_in_one_line_and_leaves_nothing(model_dir, tmp
 
     codec = SemantiCodec.from_pretrained(model_dir)
     tokens = tmp_path / "tokens"
-    save_tokens(tokens / "long.tokens.safetensors", torch.randint(0, 32, (1, 40 * 512, 2)), None, codec.config)
+    # long enough that the decode is still running when the signal comes, even on an idle machine
+    save_tokens(tokens / "long.tokens.safetensors", torch.randint(0, 32, (1, 400 * 512, 2)), None, codec.config)
     out = tmp_path / "wav"
     process = subprocess.Popen([sys.executable, "-m", "semanticodec_lm.cli", "decode", str(tokens), "-o", str(out),
                                 "--model", str(model_dir), "--steps", "1", "--seed", "0", "--threads", "1"],
