@@ -406,7 +406,7 @@ class UNet(nn.Module):
             )
         pairs = tuple(block.project_context(context) for block in self._cross_transformers)
         aligned = self.aligned_context(context).transpose(1, 2) if self.cfg.aligned_context_channels else None
-        prior = self.latent_prior(context[..., : self.context_dim - POSITION_DIM]) if self.cfg.latent_prior_width else None
+        prior = self.estimate_latents(context) if self.cfg.latent_prior_width else None
         return EncodedContext(keys_values=pairs, batch=context.shape[0], aligned=aligned, prior=prior)
 
     def estimate_latents(self, context: torch.Tensor) -> torch.Tensor:
