@@ -29,7 +29,8 @@ code on about half their frames), while a direct reconstruction pulls pitch and 
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
 instead of the stage folders (a codec whose UNet has no latent prior gains one: its first
 convolution's new input channels start at zero, so the UNet starts computing what it did);
-``train_encoder: false`` then keeps its acoustic encoder and VQ frozen, so the tokens (and any LM trained on them) stay valid while the UNet improves. With
+``train_encoder: false`` then keeps its acoustic encoder and VQ frozen, so the tokens (and any LM
+trained on them) stay valid while the UNet improves. With
 ``init_from``, ``audiomae``, ``kmeans`` and ``vae`` may still name new stage runs: they replace the
 codec's own (new semantic tokens need ``train_encoder: true``; a new VAE has its ``scale_factor``
 measured again), and the acoustic encoder and UNet continue from the codec's weights.
