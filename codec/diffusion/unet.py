@@ -342,7 +342,8 @@ class UNet(nn.Module):
                 SpatialTransformer(channels, heads, dim_head, context_dim),
             ]
 
-        input_width = cfg.in_channels + cfg.aligned_context_channels + (cfg.in_channels if cfg.latent_prior_width else 0)
+        prior_channels = cfg.in_channels if cfg.latent_prior_width else 0
+        input_width = cfg.in_channels + cfg.aligned_context_channels + prior_channels
         self.input_blocks = nn.ModuleList([UNetLevel(nn.Conv2d(input_width, cfg.model_channels, 3, padding=1))])
         skip_widths = [cfg.model_channels]
         channels, factor = cfg.model_channels, 1
