@@ -165,7 +165,10 @@ def test_a_signal_mid_decode_stops_in_one_line_and_leaves_nothing(model_dir, tmp
     out = tmp_path / "wav"
     process = subprocess.Popen([sys.executable, "-m", "semanticodec_lm.cli", "decode", str(tokens), "-o", str(out),
                                 "--model", str(model_dir), "--steps", "1", "--seed", "0", "--threads", "1"],
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               # a shell's background job ignores SIGINT, and its children inherit that:
+                               # give the CLI the disposition a terminal's Ctrl-C meets
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out.is_dir() and any(out.iterdir())) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)  # wait until the wav is being written
