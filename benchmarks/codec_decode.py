@@ -43,9 +43,9 @@ from pathlib import Path
 
 import torch
 
-from codec.config import SAMPLE_RATE, get_config
 from codec import vae as vae_module
 from codec import vocoder as vocoder_module
+from codec.config import SAMPLE_RATE, get_config
 from codec.diffusion import unet as unet_module
 from codec.diffusion.conditioning import build_context, unconditional_context
 from codec.diffusion.samplers import GaussianNoise, sample
