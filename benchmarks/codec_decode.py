@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--config", default="official-100-16384", help="codec size (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per variant; the median is shown")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all variants; medians are shown")
     parser.add_argument("--warm", action="store_true",
                         help="time a second decode in each worker (steady state); the first is shown apart")
     parser.add_argument("--quality", default=None, metavar="CODEC",
@@ -198,21 +198,29 @@ def main() -> None:
                                      args.warm)))
         return
     rows = []
+    variants = args.variants.split(",")
     for seconds in args.seconds.split(","):
-        for variant in args.variants.split(","):
-            cmd = [sys.executable, __file__, "--worker", f"{variant}@{seconds}", "--batch-size", str(args.batch_size),
-                   "--device", args.device, "--config", args.config] + (["--bf16"] if args.bf16 else []) \
-                + (["--warm"] if args.warm else [])
-            runs = []
-            for _ in range(args.repeats):
-                runs.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
-                print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-            rows.append(sorted(runs, key=lambda run: run["per_window_s"])[len(runs) // 2])
+        # Rounds of every variant in turn, not all repeats of one variant, so that a slow spell of a
+        # shared machine lands on all of them; speed-ups are medians of the rounds' paired ratios.
+        runs: dict[str, list[dict]] = {variant: [] for variant in variants}
+        for _ in range(args.repeats):
+            for variant in variants:
+                cmd = [sys.executable, __file__, "--worker", f"{variant}@{seconds}", "--batch-size",
+                       str(args.batch_size), "--device", args.device, "--config", args.config] \
+                    + (["--bf16"] if args.bf16 else []) + (["--warm"] if args.warm else [])
+                result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                runs[variant].append(json.loads(result.stdout.splitlines()[-1]))
+                print(json.dumps(runs[variant][-1]), file=sys.stderr, flush=True)
+        for variant in variants:
+            row = dict(sorted(runs[variant], key=lambda run: run["per_window_s"])[args.repeats // 2])
+            row["rounds"] = [run["per_window_s"] for run in runs[variant]]
+            rows.append(row)
     base = {r["seconds"]: r for r in rows if r["variant"] == "official"}
     procedure = {r["seconds"]: r for r in rows if r["variant"] == "official-procedure"}
     print(f"\nDecode, {args.config} with random weights, device {args.device}, "
           f"{torch.get_num_threads()} threads, batch {args.batch_size}\n")
-    print(f"Median of {args.repeats} run(s) per variant; "
+    print(f"Median of {args.repeats} round(s), each running every variant once (s/window: the median run, "
+          "range in brackets; speed-ups: the median of the rounds' ratios); "
           + ("each timed decode is a worker's second (first call: its first, with the one-off kernel set-up).\n"
              if args.warm else "each timed decode is a fresh worker's first.\n"))
     print("| audio | variant | windows | s/window | speed-up vs official | vs official-procedure | peak memory (GiB) "
@@ -220,7 +228,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
 
     def speedup(reference: dict | None, row: dict) -> str:
-        return f"{reference['per_window_s'] / row['per_window_s']:.2f}x" if reference else "-"
+        if not reference:
+            return "-"
+        ratios = sorted(a / b for a, b in zip(reference["rounds"], row["rounds"]))
+        return f"{ratios[len(ratios) // 2]:.2f}x"
 
     for r in rows:
         ref = base.get(r["seconds"])
@@ -231,7 +242,8 @@ def main() -> None:
             diff = f"{((b - a).norm() / a.norm()).item():.1e}"
         compile_s = f"{r['compile_s']:.1f}" if r["compile_s"] else "-"
         first = f"{r['first_per_window_s']:.1f}" if r["first_per_window_s"] else "-"
-        print(f"| {r['seconds']:g} s | {r['variant']} | {r['windows']} | {r['per_window_s']:.1f} | {speedup(ref, r)} "
+        spread = f" ({min(r['rounds']):.1f}-{max(r['rounds']):.1f})" if len(r["rounds"]) > 1 else ""
+        print(f"| {r['seconds']:g} s | {r['variant']} | {r['windows']} | {r['per_window_s']:.1f}{spread} | {speedup(ref, r)} "
               f"| {speedup(procedure.get(r['seconds']), r)} | {r['peak_gib']:.2f} | {diff} | {compile_s} | {first} |")
 
 
