@@ -16,8 +16,11 @@ Variants, each in a fresh subprocess so its peak RSS is its own:
   vocoded only as far as the kept samples reach; stitched output compared with ``official``;
 - ``dpmpp-10`` / ``dpmpp-25``: DPM-Solver++(2M) at 10 and 25 steps (batched as ``ours``);
 - ``ours-bf16``, ``dpmpp-10-bf16``: the same with ``precision="bf16"`` (bfloat16 autocast);
-- ``ours-bf16-compiled``: ``ours-bf16`` with the UNet under ``torch.compile`` (the compilation, done
-  on a warm-up window, is reported apart and not in s/window).
+- ``ours-bf16-compiled``: ``ours-bf16`` with the UNet's guided step under ``torch.compile``;
+  ``dpmpp-10-bf16-compiled-vocoder``: ``dpmpp-10-bf16`` with the vocoder compiled by Inductor with
+  weight freezing (oneDNN fuses its activations and residual sums into the convs). Compilation runs
+  on a 2-step warm-up decode of the same tokens (every shape the timed decode meets) and is reported
+  apart, not in s/window.
 
 The CPU's model and its bf16 flags are printed above the table. ``--quality CODEC`` instead
 measures what bf16 costs on real audio: the repository's acceptance clips reconstructed by that codec
@@ -53,11 +56,12 @@ from codec.model import SemantiCodec, window_generator
 from codec.windows import overlap_add, split_windows
 from semanticodec_lm.hardware import cpu_description
 
-# variant: (sampler, steps, precision, compiled UNet)
-VARIANTS = {"official": ("ddim", 50, "fp32", False), "official-procedure": ("ddim", 50, "fp32", False),
-            "ours": ("ddim", 50, "fp32", False), "ours-bf16": ("ddim", 50, "bf16", False),
-            "ours-bf16-compiled": ("ddim", 50, "bf16", True), "dpmpp-10": ("dpmpp2m", 10, "fp32", False),
-            "dpmpp-25": ("dpmpp2m", 25, "fp32", False), "dpmpp-10-bf16": ("dpmpp2m", 10, "bf16", False)}
+# variant: (sampler, steps, precision, what is compiled: "" | "unet" | "vocoder")
+VARIANTS = {"official": ("ddim", 50, "fp32", ""), "official-procedure": ("ddim", 50, "fp32", ""),
+            "ours": ("ddim", 50, "fp32", ""), "ours-bf16": ("ddim", 50, "bf16", ""),
+            "ours-bf16-compiled": ("ddim", 50, "bf16", "unet"), "dpmpp-10": ("dpmpp2m", 10, "fp32", ""),
+            "dpmpp-25": ("dpmpp2m", 25, "fp32", ""), "dpmpp-10-bf16": ("dpmpp2m", 10, "bf16", ""),
+            "dpmpp-10-bf16-compiled-vocoder": ("dpmpp2m", 10, "bf16", "vocoder")}
 ACCEPTANCE_CLIPS = Path(__file__).resolve().parents[1] / "tests" / "data" / "codec_acceptance"
 
 
@@ -126,14 +130,16 @@ def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.startswith("cuda"))
     compile_s = 0.0
-    if compiled:
+    if compiled == "unet":
         # Guided decoding calls forward_guidance_pair, not forward: compiling the module would leave it eager.
         unet = codec.decoder.unet
         unet.forward_guidance_pair = torch.compile(unet.forward_guidance_pair)
+    elif compiled == "vocoder":
+        codec.decoder.first_stage_model.vocoder.compile(options={"freezing": True})
+    if compiled:
         start = time.perf_counter()
-        with torch.no_grad():  # compiles for the shapes the timed decode uses
-            codec.decode(tokens[: codec.config.window_tokens], steps=2, sampler=sampler, seed=0,
-                         batch_size=batch_size, precision=precision)
+        with torch.no_grad():  # compiles for every shape the timed decode uses (batches, a last window's cut)
+            codec.decode(tokens, steps=2, sampler=sampler, seed=0, batch_size=batch_size, precision=precision)
         compile_s = time.perf_counter() - start
     if variant == "official":  # this worker process only: attention, layouts and swish computed the official way
         unet_module.F.scaled_dot_product_attention = official_attention
