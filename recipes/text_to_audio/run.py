@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"Validation: loss {validation['valid_loss']}, perplexity {validation['valid_perplexity']} "
         f"({validation['valid_clips']} clips); loss with another clip's caption "
         f"{validation.get('valid_loss_other_caption')}, with none {validation.get('valid_loss_no_caption')}.\n\n"
-        + table +
+        + pipeline.caption_worth_table(validation) + table +
         "\nTime (s): " + ", ".join(f"{step} {seconds:g}" for step, seconds in timings.items()) + "\n"
     )
     results = {"validation": validation,

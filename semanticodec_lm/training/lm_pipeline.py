@@ -281,12 +281,20 @@ def train_data_settings(config: dict[str, Any], manifest: Path, steps: LMSteps) 
     return dict(resolved.get("data") or {})
 
 
+def clip_group(record: dict[str, Any]) -> str:
+    """The group a clip's caption worth is reported under: its domain, "synthetic" appended for the
+    synthetic world's clips (whose captions state pitch, tempo and kind)."""
+    domain = str(record.get("domain") or "unknown")
+    return f"{domain}, synthetic" if record.get("synthetic") else domain
+
+
 @torch.no_grad()
 def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], batch_size: int = 8) -> dict[str, Any]:
     """Token-weighted cross-entropy and perplexity of the exported LM on the ``valid`` clips (no caption dropout).
 
     For a text-conditioned LM also the loss with each clip given another clip's caption (captions
-    rotated by half the clips) and with no caption: how much the LM uses its caption.
+    rotated by half the clips) and with no caption: how much the LM uses its caption; and the same
+    three losses per clip group (:func:`clip_group`) under ``by_group``.
     """
     folder = load_lm_folder(model_dir)
     rows = read_token_rows(manifest, "valid")
@@ -298,30 +306,61 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
     text_tokens = max_text if folder.tokenizer else None
     while max_frames > 1 and max_sequence_length(layout, max_frames, text_tokens) > folder.model.config.max_seq_len:
         max_frames -= 1
+    groups = [clip_group(row.record) for row in rows]
 
-    def loss_on(clips: list, text_dropout: float = 0.0) -> tuple[float, int]:
-        dataset = TokenSequenceDataset(clips, layout, max_frames, folder.tokenizer, text_dropout=text_dropout,
-                                       max_text_tokens=max_text, random_crop=False)
-        total, count = 0.0, 0
-        for start in range(0, len(dataset), batch_size):
-            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            targets = int((batch["targets"] != -100).sum())
-            total += float(lm_loss(folder.model, batch)) * targets
-            count += targets
-        return total / max(count, 1), count
+    def summed_losses(clips: list, text_dropout: float = 0.0) -> dict[str, tuple[float, int]]:
+        """Per group: (summed cross-entropy in nats, target ids)."""
+        sums: dict[str, tuple[float, int]] = {}
+        for group in dict.fromkeys(groups):  # batches never mix groups, so each group's sum is its own
+            members = [clip for clip, g in zip(clips, groups) if g == group]
+            dataset = TokenSequenceDataset(members, layout, max_frames, folder.tokenizer, text_dropout=text_dropout,
+                                           max_text_tokens=max_text, random_crop=False)
+            total, count = 0.0, 0
+            for start in range(0, len(dataset), batch_size):
+                batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+                targets = int((batch["targets"] != -100).sum())
+                total += float(lm_loss(folder.model, batch)) * targets
+                count += targets
+            sums[group] = (total, count)
+        return sums
 
-    loss, count = loss_on(rows)
-    metrics = {"valid_clips": len(rows), "valid_tokens": count, "valid_loss": round(loss, 4),
-               "valid_perplexity": round(math.exp(loss), 3)}
+    def mean(sums: dict[str, tuple[float, int]], group: str | None = None) -> float:
+        parts = [sums[group]] if group else list(sums.values())
+        return sum(total for total, _ in parts) / max(sum(count for _, count in parts), 1)
+
+    own = summed_losses(rows)
+    loss = mean(own)
+    metrics: dict[str, Any] = {"valid_clips": len(rows), "valid_tokens": sum(count for _, count in own.values()),
+                               "valid_loss": round(loss, 4), "valid_perplexity": round(math.exp(loss), 3)}
+    by_group: dict[str, dict[str, Any]] = {group: {"clips": groups.count(group), "loss": round(mean(own, group), 4)}
+                                           for group in own}
     captioned = [i for i, row in enumerate(rows) if row.caption is not None]
     if folder.tokenizer is not None and len(captioned) > 1:
         swapped = list(rows)
         half = len(captioned) // 2  # neighbours in a manifest often share a source and a caption
         for i, j in zip(captioned, captioned[half:] + captioned[:half]):
             swapped[i] = replace(rows[i], caption=rows[j].caption)
-        metrics["valid_loss_other_caption"] = round(loss_on(swapped)[0], 4)
-        metrics["valid_loss_no_caption"] = round(loss_on(rows, text_dropout=1.0)[0], 4)
+        other, none = summed_losses(swapped), summed_losses(rows, text_dropout=1.0)
+        metrics["valid_loss_other_caption"] = round(mean(other), 4)
+        metrics["valid_loss_no_caption"] = round(mean(none), 4)
+        for group, cells in by_group.items():
+            cells["other_caption"] = round(mean(other, group), 4)
+            cells["no_caption"] = round(mean(none, group), 4)
+    metrics["by_group"] = by_group
     return metrics
+
+
+def caption_worth_table(validation: dict[str, Any]) -> str:
+    """Markdown: per clip group of :func:`validation_metrics`, the losses and the caption's worth (nats per
+    id: loss with another clip's caption minus loss with its own); empty without caption controls."""
+    groups = validation.get("by_group") or {}
+    if not groups or "other_caption" not in next(iter(groups.values())):
+        return ""
+    lines = ["| clip group | clips | loss | another caption | no caption | caption worth |", "|---|---|---|---|---|---|"]
+    for group, cells in sorted(groups.items()):
+        lines.append(f"| {group} | {cells['clips']} | {cells['loss']:.3f} | {cells['other_caption']:.3f} "
+                     f"| {cells['no_caption']:.3f} | {cells['other_caption'] - cells['loss']:.3f} |")
+    return "\n".join(lines) + "\n\n"
 
 
 def token_rows(manifest: Path, split: str) -> list[dict[str, Any]]:

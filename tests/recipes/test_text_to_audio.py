@@ -43,6 +43,10 @@ def test_tiny_config_runs_end_to_end(world, monkeypatch):
     assert model.tokenizer is not None and model.model.config.text_vocab_size == model.tokenizer.vocab_size
     validation = results["validation"]
     assert all(np.isfinite(validation[key]) for key in ("valid_loss", "valid_loss_other_caption", "valid_loss_no_caption"))
+    groups = validation["by_group"]  # every valid clip in exactly one group, each with the three losses
+    assert sum(cells["clips"] for cells in groups.values()) == validation["valid_clips"]
+    assert all(np.isfinite(cells[key]) for cells in groups.values() for key in ("loss", "other_caption", "no_caption"))
+    assert "| clip group | clips |" in (run_dir / "results.md").read_text()
     assert list(results["adherence"]) == ["original audio", "codec reconstruction", "cfg 1", "cfg 3", "cfg 5"]
     # the measurements are right about the real clips, whatever a 3-step model generates
     assert all(hits == total for hits, total in results["adherence"]["original audio"].values())
