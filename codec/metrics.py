@@ -268,6 +268,29 @@ def pitch_hz(wave: np.ndarray | torch.Tensor, sample_rate: int = SAMPLE_RATE, mi
     return float(np.exp(np.median(np.log(result.pitch_hz[voiced]))))
 
 
+def comb_share(wave: np.ndarray | torch.Tensor, comb_hz: float = 100.0, sample_rate: int = SAMPLE_RATE,
+               tolerance_hz: float = 2.0) -> float:
+    """Share of ``wave``'s power (float [N]) within ``tolerance_hz`` of the multiples of ``comb_hz``, in [0, 1].
+
+    A decoder stage that runs at 100 frames/s and is not consistent from frame to frame adds lines at
+    multiples of its frame rate: the 100-Hz buzz. A steady tone whose harmonics miss the comb gives
+    about 0; one whose harmonics fall on it gives their share (a 440-Hz tone's 2200-Hz harmonic).
+    Hann-windowed spectrum of the whole signal, so it needs at least 2 / ``tolerance_hz`` seconds.
+    """
+    audio = _as_tensor(wave, "wave").reshape(-1).double()
+    if audio.numel() < 2 * sample_rate / tolerance_hz:
+        raise ValueError(f"comb_share needs at least {2 / tolerance_hz:g} s of audio to resolve "
+                         f"{tolerance_hz:g} Hz, got {audio.numel() / sample_rate:.2f} s")
+    if comb_hz <= 2 * tolerance_hz:
+        raise ValueError(f"comb_hz must exceed twice tolerance_hz ({2 * tolerance_hz:g} Hz), got {comb_hz:g}")
+    power = torch.fft.rfft(audio * torch.hann_window(audio.numel(), periodic=False, dtype=torch.float64)).abs() ** 2
+    hz = torch.fft.rfftfreq(audio.numel(), 1.0 / sample_rate, dtype=torch.float64)
+    offset = torch.remainder(hz + tolerance_hz, comb_hz) - tolerance_hz  # distance to the nearest multiple below
+    on_comb = (offset.abs() <= tolerance_hz) & (hz >= comb_hz - tolerance_hz)
+    total = float(power.sum())
+    return float(power[on_comb].sum()) / total if total > 0 else 0.0
+
+
 def normalise_text(text: str) -> str:
     """Lower-case, punctuation removed (apostrophes inside words kept), whitespace collapsed."""
     if not isinstance(text, str):

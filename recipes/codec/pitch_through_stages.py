@@ -10,9 +10,10 @@ vocoder, (c) through the whole codec (encode, then decode with ``--steps`` DPM-S
 encoder and that prior's estimate of the latent, decoded by the VAE and vocoder without diffusion:
 what the tokens carry before the UNet reads them. Each output's pitch is measured by the pretrained swift-f0 estimator
 (:func:`codec.metrics.pitch_hz`); a note is kept when it comes back within 50 cents. Prints a
-Markdown table of the measured Hz per stage and the notes kept, then (``--tokens``) which tokens
-each note encodes to: when two notes share their tokens, no decoder can tell them apart, and the
-codec column's loss lies in the encoder.
+Markdown table of the measured Hz per stage and the notes kept, a table of each output's buzz (its
+share of power on the comb of the decoder's 100-Hz frame rate, :func:`codec.metrics.comb_share`),
+then (``--tokens``) which tokens each note encodes to: when two notes share their tokens, no decoder
+can tell them apart, and the codec column's loss lies in the encoder.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from codec.config import SAMPLE_RATE
 from codec.diffusion.conditioning import build_context
 from codec.frontend import log_mel_64
-from codec.metrics import pitch_hz
+from codec.metrics import comb_share, pitch_hz
 from codec.model import SemantiCodec
 
 STAGES = ("vocoder", "VAE + vocoder", "latent prior", "codec")
@@ -73,28 +74,47 @@ def prior_waveform(codec: SemantiCodec, wave: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0, steps: int = 25,
-                         seed: int = 0, stages: tuple[str, ...] | None = None) -> dict[float, dict[str, float | None]]:
-    """For each tone frequency (Hz): the measured pitch (Hz, None when none is found) after each of ``stages``
-    (default: every stage the codec has)."""
-    stages = available_stages(codec) if stages is None else stages
+def stage_waveforms(codec: SemantiCodec, wave: torch.Tensor, stages: tuple[str, ...], steps: int = 25,
+                    seed: int = 0) -> dict[str, torch.Tensor]:
+    """``wave`` float32 [N] at 16 kHz through each of ``stages``: {stage: waveform float32 [N']}."""
     unknown = sorted(set(stages) - set(available_stages(codec)))
     if unknown:
         raise ValueError(f"unknown stages {unknown} for this codec; choose from {list(available_stages(codec))}")
     stage = codec.decoder.first_stage_model
     factor = stage.downsampling
+    mel = log_mel_64(wave[None]).transpose(1, 2)[:, None]  # [1, 1, frames, 64]
+    mel = mel[:, :, : mel.shape[2] // factor * factor]
+    run = {
+        "vocoder": lambda: stage.mel_to_waveform(mel),
+        "VAE + vocoder": lambda: stage.mel_to_waveform(stage.decode(stage.encode(mel).mode())),
+        "latent prior": lambda: prior_waveform(codec, wave),
+        "codec": lambda: codec.reconstruct(wave[None], SAMPLE_RATE, steps=steps, sampler="dpmpp2m", seed=seed),
+    }
+    return {name: run[name]()[0, 0] for name in stages}
+
+
+def pitch_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0, steps: int = 25,
+                         seed: int = 0, stages: tuple[str, ...] | None = None) -> dict[float, dict[str, float | None]]:
+    """For each tone frequency (Hz): the measured pitch (Hz, None when none is found) after each of ``stages``
+    (default: every stage the codec has)."""
+    measured = measure_through_stages(codec, tones_hz, seconds, steps, seed, stages, buzz=False)
+    return {hz: {name: cells["pitch"] for name, cells in row.items()} for hz, row in measured.items()}
+
+
+def measure_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0, steps: int = 25,
+                           seed: int = 0, stages: tuple[str, ...] | None = None,
+                           buzz: bool = True) -> dict[float, dict[str, dict[str, float | None]]]:
+    """For each tone frequency (Hz) and each stage (plus ``"input"``, the tone itself): ``pitch`` (Hz or
+    None) and, with ``buzz``, ``buzz``: the share of power on the comb of the vocoder's frame rate
+    (:func:`codec.metrics.comb_share`, 100 Hz for a hop of 160)."""
+    stages = available_stages(codec) if stages is None else stages
+    frame_rate = SAMPLE_RATE / codec.decoder.first_stage_model.vocoder.hop_length
     results = {}
     for hz in tones_hz:
         wave = harmonic_tone(hz, seconds)
-        mel = log_mel_64(wave[None]).transpose(1, 2)[:, None]  # [1, 1, frames, 64]
-        mel = mel[:, :, : mel.shape[2] // factor * factor]
-        run = {
-            "vocoder": lambda: stage.mel_to_waveform(mel),
-            "VAE + vocoder": lambda: stage.mel_to_waveform(stage.decode(stage.encode(mel).mode())),
-            "latent prior": lambda: prior_waveform(codec, wave),
-            "codec": lambda: codec.reconstruct(wave[None], SAMPLE_RATE, steps=steps, sampler="dpmpp2m", seed=seed),
-        }
-        results[hz] = {name: pitch_hz(run[name]()[0, 0]) for name in stages}
+        outputs = {"input": wave, **stage_waveforms(codec, wave, stages, steps, seed)}
+        results[hz] = {name: {"pitch": pitch_hz(out), **({"buzz": comb_share(out, frame_rate)} if buzz else {})}
+                       for name, out in outputs.items() if buzz or name != "input"}
     return results
 
 
@@ -120,7 +140,7 @@ def token_overlap(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3
 
 
 def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
-    """Print the table; returns {tone Hz: {stage: measured Hz or None}}."""
+    """Print the tables; returns {tone Hz: {stage: measured Hz or None}}."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--codec", default="default", help="shipped name, save_pretrained folder or official-<rate>-<vocab>")
     parser.add_argument("--tones", default=",".join(f"{hz:g}" for hz in DEFAULT_TONES), help="fundamentals in Hz")
@@ -129,8 +149,13 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokens", action="store_true", help="also print each note's most frequent tokens")
     args = parser.parse_args(argv)
+    if args.seconds < 1.0:
+        parser.error(f"--seconds must be at least 1 (the buzz measure resolves 2 Hz), got {args.seconds:g}")
     codec = SemantiCodec.from_pretrained(args.codec).eval()
-    results = pitch_through_stages(codec, [float(f) for f in args.tones.split(",")], args.seconds, args.steps, args.seed)
+    measured = measure_through_stages(codec, [float(f) for f in args.tones.split(",")], args.seconds, args.steps,
+                                      args.seed)
+    results = {hz: {name: cells["pitch"] for name, cells in row.items() if name != "input"}
+               for hz, row in measured.items()}
 
     def cell(value: float | None, hz: float) -> str:
         return "none" if value is None else f"{value:.1f} ({cents(value, hz):+.0f} c)"
@@ -143,6 +168,14 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
         print(f"| {hz:g} | " + " | ".join(cell(row[name], hz) for name in stages) + " |")
     kept = [sum(is_kept(row[name], hz) for hz, row in results.items()) for name in stages]
     print(f"| kept within {KEPT_CENTS:g} cents | " + " | ".join(f"{k}/{len(results)}" for k in kept) + " |")
+    frame_rate = SAMPLE_RATE / codec.decoder.first_stage_model.vocoder.hop_length
+    print(f"\nBuzz: share of each output's power within 2 Hz of the multiples of {frame_rate:g} Hz, the "
+          "decoder's frame rate (`input`: the tone itself)\n")
+    columns = ("input", *stages)
+    print("| tone (Hz) | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for hz, row in measured.items():
+        print(f"| {hz:g} | " + " | ".join(f"{row[name]['buzz']:.3f}" for name in columns) + " |")
     if args.tokens:
         tones = list(results)
         print("\nMost frequent tokens per note (share of frames), and frames whose acoustic token equals the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 
@@ -189,3 +190,18 @@ def test_pitch_hz_reads_harmonic_tones_within_a_few_cents_and_refuses_noise():
     assert pitch_hz(noise) is None
     assert pitch_hz(np.zeros(32000, dtype=np.float32)) is None
     assert pitch_hz(np.zeros(100, dtype=np.float32)) is None  # shorter than 0.1 s
+
+
+def test_comb_share_finds_power_on_the_frame_rate_comb_and_not_on_a_tone_off_it() -> None:
+    t = torch.arange(2 * RATE) / RATE
+    tone = sum(torch.sin(2 * math.pi * 130.81 * k * t) / k for k in range(1, 6))  # harmonics off the 100-Hz comb
+    buzz = sum(torch.sin(2 * math.pi * 100.0 * k * t) for k in range(1, 6))
+    comb_share = metrics.comb_share
+    assert comb_share(tone) < 1e-3
+    assert comb_share(buzz) > 0.99
+    mixed = comb_share(tone + buzz)
+    power_tone, power_buzz = sum(1 / k**2 for k in range(1, 6)), 5.0
+    assert mixed == pytest.approx(power_buzz / (power_tone + power_buzz), abs=0.01)
+    assert comb_share(tone, comb_hz=130.81) > 0.99  # any comb: the tone's own harmonics
+    with pytest.raises(ValueError, match="at least 1 s"):
+        comb_share(tone[:8000])

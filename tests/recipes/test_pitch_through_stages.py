@@ -12,6 +12,8 @@ from recipes.codec.pitch_through_stages import (
     cents,
     harmonic_tone,
     is_kept,
+    main,
+    measure_through_stages,
     pitch_through_stages,
     prior_waveform,
     token_overlap,
@@ -33,6 +35,19 @@ def test_each_stage_is_measured_and_a_lossless_stage_keeps_the_pitch(monkeypatch
     assert not is_kept(100.0, 110.0) and is_kept(111.0, 110.0)
     tone = harmonic_tone(220.0, 0.5)
     assert tone.shape == (8000,) and tone.abs().max() == pytest.approx(0.5)
+
+
+def test_buzz_is_measured_for_the_input_and_every_stage(monkeypatch):
+    torch.manual_seed(0)
+    codec = SemantiCodec(get_config("tiny-100")).eval()
+    monkeypatch.setattr(codec, "reconstruct", lambda wave, rate, **kwargs: wave[:, None].clone())
+    measured = measure_through_stages(codec, [130.81], seconds=1.0, steps=1, stages=("vocoder", "codec"))
+    row = measured[130.81]
+    assert list(row) == ["input", "vocoder", "codec"]
+    assert row["codec"] == row["input"]  # a lossless stage measures as the tone itself
+    assert row["input"]["buzz"] < 1e-3 and 0.0 <= row["vocoder"]["buzz"] <= 1.0
+    with pytest.raises(SystemExit):
+        main(["--seconds", "0.5"])
 
 
 def test_the_latent_prior_stage_decodes_the_priors_estimate_without_diffusion():
