@@ -14,6 +14,11 @@ Discriminator loss: least squares on real vs generated. The adversarial terms st
 ``adversarial_start`` batches (spectral-only warm-up); gradients are clipped to ``grad_clip`` (a
 model option: Lightning's own clipping flag does not apply here). ``init_from`` (a codec folder or
 shipped name, e.g. ``default``) starts a new run from that codec's vocoder weights.
+``input_vae`` (a codec folder or shipped name) feeds the vocoder, for the first ``input_vae_share`` of
+each batch, the mel after that codec's frozen VAE (encode, posterior mode, decode) instead of the
+real one, while the targets stay the real audio and mel: the vocoder then learns to render the
+smoothed mels the decoder gives it, rather than snapping their partials to multiples of its
+100-Hz frame rate (`python -m recipes.codec.pitch_through_stages` measures that buzz).
 With DDP use ``trainer.strategy=ddp_find_unused_parameters_true`` (each backward reaches one side). Two optimizers step
 per batch, so Lightning's global step (and ``trainer.max_steps``) advances by 2 per batch.
 Writes ``<run_dir>/weights.safetensors`` (``decoder.first_stage_model.vocoder.*``).
@@ -35,6 +40,7 @@ from codec.training.gan import (
     generator_adversarial_loss,
 )
 from codec.training.spectral import multi_resolution_stft_loss, phase_loss
+from codec.vae import AutoencoderKL
 from codec.vocoder import build_vocoder
 from semanticodec_lm.training.codec_stages import (
     StageModule,
@@ -59,7 +65,8 @@ class VocoderModule(StageModule):
                  betas: tuple[float, float] = (0.8, 0.99), warmup_steps: int = 0, min_lr_ratio: float = 1.0,
                  mel_weight: float = 45.0, stft_weight: float = 0.0, phase_weight: float = 0.0,
                  adversarial_start: int = 0, grad_clip: float | None = None,
-                 discriminators: list[str] | None = None, init_from: str | None = None) -> None:
+                 discriminators: list[str] | None = None, init_from: str | None = None,
+                 input_vae: str | None = None, input_vae_share: float = 1.0) -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -73,6 +80,9 @@ class VocoderModule(StageModule):
         self.discriminators = torch.nn.ModuleDict({name: DISCRIMINATORS[name]() for name in discriminators})
         if init_from:
             self.load_vocoder_from(init_from)
+        if not 0.0 <= input_vae_share <= 1.0:
+            raise SystemExit(f"model.input_vae_share must be in [0, 1], got {input_vae_share}")
+        self.input_vae = frozen_vae(input_vae) if input_vae else None
 
     def load_vocoder_from(self, codec_source: str) -> None:
         """Copy the vocoder of a codec (shipped name or folder) into the generator; its vocoder config must match."""
@@ -86,9 +96,14 @@ class VocoderModule(StageModule):
     def generate(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Waveforms [B, N] -> (real [B, 1, n], generated [B, 1, n], real log-mel [B, 64, n/160])."""
         mel = log_mel_64(audio)
+        vocoder_input = mel
+        if self.input_vae is not None:
+            mel = mel[..., : mel.shape[-1] // self.input_vae.downsampling * self.input_vae.downsampling]
+            through_vae = round(self.hparams.input_vae_share * mel.shape[0])
+            vocoder_input = torch.cat([vae_round_trip(self.input_vae, mel[:through_vae]), mel[through_vae:]])
         frames = mel.shape[-1]
         real = audio[:, None, : frames * MEL_HOP]
-        fake = self.generator(mel)[..., : frames * MEL_HOP]
+        fake = self.generator(vocoder_input)[..., : frames * MEL_HOP]
         return real, fake, mel
 
     def mel_loss(self, fake: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
@@ -152,6 +167,23 @@ class VocoderModule(StageModule):
 
     def export_weights(self) -> dict[str, torch.Tensor]:
         return prefixed(VOCODER_PREFIX, self.generator)
+
+
+def frozen_vae(codec_source: str) -> AutoencoderKL:
+    """The VAE (with its vocoder, unused) of a codec (shipped name or folder), frozen in eval mode."""
+    from codec.model import SemantiCodec
+
+    vae = SemantiCodec.from_pretrained(codec_source).decoder.first_stage_model
+    return vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def vae_round_trip(vae: AutoencoderKL, mel: torch.Tensor) -> torch.Tensor:
+    """Log-mel [B, 64, T] (T a multiple of the VAE's downsampling) -> the VAE's reconstruction, same shape."""
+    if not mel.shape[0]:
+        return mel
+    image = mel.transpose(1, 2)[:, None]  # [B, 1, T, 64], the VAE's layout
+    return vae.decode(vae.encode(image).mode())[:, 0].transpose(1, 2).to(mel.dtype)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -18,7 +18,7 @@ from recipes.codec.train_ldm import LDMModule
 from recipes.codec.train_ldm import main as ldm_main
 from recipes.codec.train_vae import VAEModule
 from recipes.codec.train_vae import main as vae_main
-from recipes.codec.train_vocoder import VocoderModule
+from recipes.codec.train_vocoder import VocoderModule, vae_round_trip
 from recipes.codec.train_vocoder import main as vocoder_main
 from semanticodec_lm.corpus.datasets import ManifestDataset, collate_clips
 from recipes.data.world.family import SyntheticWorld
@@ -147,6 +147,29 @@ def test_istft_vocoder_adversarial_terms_reach_the_generator(corpus, tiny_istft)
     assert module.discriminate(real, fake.detach()) > 0
     with pytest.raises(SystemExit, match="discriminators"):
         VocoderModule(tiny_istft, discriminators=["nope"])
+
+
+def test_vocoder_reads_the_vaes_mel_for_its_share_of_a_batch_and_is_scored_on_the_real_one(corpus, tmp_path):
+    from codec.model import SemantiCodec
+
+    torch.manual_seed(0)
+    SemantiCodec(get_config("tiny-100")).save_pretrained(tmp_path / "codec")
+    module = VocoderModule("tiny-100", adversarial_start=10**9, input_vae=str(tmp_path / "codec"), input_vae_share=0.5)
+    assert not any(p.requires_grad for p in module.input_vae.parameters())
+    seen = []
+    generator_forward = module.generator.forward
+    module.generator.forward = lambda mel: seen.append(mel) or generator_forward(mel)
+    audio = fixed_batch(corpus, 0.32, count=2)["audio"]
+    real, fake, mel = module.generate(audio)
+    assert mel.shape[-1] % module.input_vae.downsampling == 0 and real.shape[-1] == fake.shape[-1] == mel.shape[-1] * 160
+    assert torch.equal(seen[0][1:], mel[1:])  # the second half of the batch: the real mel
+    assert torch.allclose(seen[0][:1], vae_round_trip(module.input_vae, mel[:1]))
+    assert not torch.allclose(seen[0][:1], mel[:1], atol=1e-2)  # an untrained VAE changes it
+    loss, _ = module.generator_loss(real, fake, mel)
+    loss.backward()
+    assert all(p.grad is not None for p in module.generator.parameters())
+    with pytest.raises(SystemExit, match="input_vae_share"):
+        VocoderModule("tiny-100", input_vae_share=1.5)
 
 
 def test_ldm_overfits_a_fixed_batch(corpus):
