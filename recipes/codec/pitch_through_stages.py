@@ -74,6 +74,11 @@ def prior_waveform(codec: SemantiCodec, wave: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def decoder_frame_rate(codec: SemantiCodec) -> float:
+    """Frames per second the decoder's vocoder runs at (100 for a hop of 160 at 16 kHz): where its buzz sits."""
+    return SAMPLE_RATE / codec.decoder.first_stage_model.vocoder.hop_length
+
+
 def stage_waveforms(codec: SemantiCodec, wave: torch.Tensor, stages: tuple[str, ...], steps: int = 25,
                     seed: int = 0) -> dict[str, torch.Tensor]:
     """``wave`` float32 [N] at 16 kHz through each of ``stages``: {stage: waveform float32 [N']}."""
@@ -108,7 +113,7 @@ def measure_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: 
     None) and, with ``buzz``, ``buzz``: the share of power on the comb of the vocoder's frame rate
     (:func:`codec.metrics.comb_share`, 100 Hz for a hop of 160)."""
     stages = available_stages(codec) if stages is None else stages
-    frame_rate = SAMPLE_RATE / codec.decoder.first_stage_model.vocoder.hop_length
+    frame_rate = decoder_frame_rate(codec)
     results = {}
     for hz in tones_hz:
         wave = harmonic_tone(hz, seconds)
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
         print(f"| {hz:g} | " + " | ".join(cell(row[name], hz) for name in stages) + " |")
     kept = [sum(is_kept(row[name], hz) for hz, row in results.items()) for name in stages]
     print(f"| kept within {KEPT_CENTS:g} cents | " + " | ".join(f"{k}/{len(results)}" for k in kept) + " |")
-    frame_rate = SAMPLE_RATE / codec.decoder.first_stage_model.vocoder.hop_length
+    frame_rate = decoder_frame_rate(codec)
     print(f"\nBuzz: share of each output's power within 2 Hz of the multiples of {frame_rate:g} Hz, the "
           "decoder's frame rate (`input`: the tone itself)\n")
     columns = ("input", *stages)
