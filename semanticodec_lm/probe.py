@@ -334,8 +334,9 @@ def add_mel_kmeans_features(clips: list[ProbeClip], vocab_size: int, train_split
 
 
 def probe_task(clips: list[ProbeClip], task: str, train_split: str, eval_splits: list[str], *,
-               seed: int) -> list[dict[str, Any]]:
-    """Fit both probes on every feature set for one task; one result dict per (features, split)."""
+               seed: int, feature_sets: tuple[str, ...] | list[str] = FEATURE_SETS) -> list[dict[str, Any]]:
+    """Fit both probes on each of ``feature_sets`` the clips have, for one task; one result dict per
+    (features, split)."""
     labelled = [(clip, task_label(clip.row, task)) for clip in clips]
     labelled = [(clip, label) for clip, label in labelled if label is not None]
     train = [(clip, label) for clip, label in labelled if clip.split == train_split]
@@ -346,7 +347,7 @@ def probe_task(clips: list[ProbeClip], task: str, train_split: str, eval_splits:
     majority = index[Counter(label for _, label in train).most_common(1)[0][0]]
     y_train = torch.tensor([index[label] for _, label in train])
     results = []
-    for name in [name for name in FEATURE_SETS if name in train[0][0].features]:
+    for name in [name for name in feature_sets if name in train[0][0].features]:
         x_train = torch.stack([clip.features[name] for clip, _ in train])
         probes = {"linear": train_linear_probe(x_train, y_train, len(classes), seed=seed),
                   "mlp": train_mlp_probe(x_train, y_train, len(classes), seed=seed)}

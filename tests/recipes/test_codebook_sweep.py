@@ -1,0 +1,90 @@
+"""The codebook sweep: transforms that do what they say, one table per sweep, cached features reused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from codec.config import get_config
+from codec.model import SemantiCodec
+from recipes.data.world.family import SyntheticWorld
+from recipes.probe import codebook_sweep
+
+
+@pytest.mark.parametrize("name, parsed", [("raw", ("raw", None)), ("diag", ("diag", None)), ("white", ("white", None)),
+                                          ("white64", ("white", 64)), ("pca8", ("pca", 8))])
+def test_transform_names_parse(name, parsed):
+    assert codebook_sweep.parse_transform(name) == parsed
+
+
+@pytest.mark.parametrize("name", ["pca", "raw3", "whiten", "pca0x", ""])
+def test_unknown_transform_names_are_refused(name):
+    with pytest.raises(ValueError, match="unknown transform"):
+        codebook_sweep.parse_transform(name)
+
+
+def test_whitening_decorrelates_and_pca_keeps_the_widest_directions():
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.linalg.qr(torch.randn(6, 6, generator=generator))[0] * torch.tensor([10.0, 5.0, 2.0, 1.0, 0.5, 0.01])
+    rows = torch.randn(20_000, 6, generator=generator) @ mixing.T + 3.0
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(rows.T))
+    covariance = torch.cov(codebook_sweep.fit_transform("white", rows)(rows).T)
+    assert (covariance - torch.diag(covariance.diagonal())).abs().max() < 1e-3
+    # each principal direction scaled to variance lambda / (lambda + floor): about 1 for the wide ones
+    floor = codebook_sweep.WHITENING_FLOOR * eigenvalues.max()
+    assert torch.allclose(covariance.diagonal().sort().values, (eigenvalues / (eigenvalues + floor)).sort().values,
+                          atol=1e-3)
+    assert covariance.diagonal().max() > 0.99
+    top2 = codebook_sweep.fit_transform("pca2", rows)(rows)
+    assert top2.shape == (20_000, 2)
+    assert torch.allclose(top2.var(0).sum(), eigenvalues[-2:].sum(), rtol=1e-3)
+    with pytest.raises(ValueError, match="only 6 dimensions"):
+        codebook_sweep.fit_transform("pca7", rows)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, build_synthetic_corpus) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    build_synthetic_corpus(root / "world", SyntheticWorld(24, 4, 1.0, 1.2, ("tone", "noise", "drums", "sweep")))
+    SemantiCodec(get_config("tiny-100")).save_pretrained(root / "codec")
+    return root
+
+
+def test_a_sweep_writes_one_table_and_reuses_its_features(world, tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    argv = ["--manifest", str(world / "world" / "manifest.jsonl"), "--codec", str(world / "codec"), "--task", "class",
+            "--rate", "25", "--codes", "8", "--baseline-codes", "8", "--transforms", "raw,white,pca4",
+            "--blocks", "0,1", "--blocks", "11", "--eval-splits", "valid", "-o", str(out)]
+    results = codebook_sweep.main(argv)
+    names = {r["features"] for r in results}
+    assert names == {"b0-1 raw", "b0-1 white", "b0-1 pca4", "b0-1 continuous",
+                     "b11 raw", "b11 white", "b11 pca4", "b11 continuous", "mel-kmeans"}
+    assert all(0.0 <= r["linear_accuracy"] <= 1.0 and r["split"] == "valid" for r in results)
+    table = (out / "sweep.md").read_text()
+    assert "| b11 white |" in table and "| mel-kmeans |" in table
+    assert json.loads((out / "sweep.json").read_text())["results"] == json.loads(json.dumps(results))
+    assert sorted(p.name for p in out.iterdir()) == ["features-class-25-b0-1.pt", "features-class-25-b11.pt",
+                                                    "sweep.json", "sweep.md"]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("cached AudioMAE features were computed again")
+
+    monkeypatch.setattr(codebook_sweep, "audiomae_features", must_not_run)
+    again = codebook_sweep.main(argv)
+    assert [r["linear_accuracy"] for r in again] == [r["linear_accuracy"] for r in results]
+
+
+def test_bad_arguments_name_the_argument(world, tmp_path, capsys):
+    base = ["--manifest", str(world / "world" / "manifest.jsonl"), "--codec", str(world / "codec"), "-o", str(tmp_path)]
+    for extra, message in [(["--transforms", "raw,zca"], "unknown transform 'zca'"),
+                           (["--blocks", "12"], "blocks 0..11"),
+                           (["--blocks", "a,b"], "comma-separated block numbers"),
+                           (["--codes", "1"], "at least 2")]:
+        with pytest.raises(SystemExit):
+            codebook_sweep.main([*base, *extra])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="fewer than two labels"):
+        codebook_sweep.main([*base, "--task", "language"])
