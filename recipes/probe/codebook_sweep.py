@@ -12,7 +12,9 @@ on a sample of the training rows after the transform (``raw``; ``diag``: each di
 ``white``: PCA-whitened; ``pcaN`` / ``whiteN``: the top N principal components, plain or whitened);
 rows are assigned in the transformed space, and a clip's features pool the clusters' means in the
 original space, which is what the codec's centroid lookup gives. Beside them: the continuous
-features of each block set and the mel k-means baseline of ``--baseline-codes``. Linear and MLP
+features of each block set, the mel k-means baseline of ``--baseline-codes`` (100 frames a second,
+as ``semanticodec probe`` has it) and, below 100 tokens/s, the same baseline on mel frames averaged
+to the token rate, so that it counts as many frames a second as the tokens. Linear and MLP
 probes as in ``semanticodec probe``; ``<out>/sweep.md`` and ``sweep.json`` hold the results.
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from codec.audio import load_audio
@@ -42,6 +45,7 @@ from semanticodec_lm.probe import (
     ProbeClip,
     add_mel_kmeans_features,
     audiomae_features,
+    pool,
     pool_by_position,
     probe_task,
     task_label,
@@ -91,6 +95,20 @@ def codebook_features(features: list[torch.Tensor], train: torch.Tensor, transfo
     counts = torch.bincount(ids, minlength=centroids.shape[0]).clamp(min=1)
     means = torch.zeros(centroids.shape[0], train.shape[1]).index_add_(0, ids, train) / counts[:, None]
     return [pool_by_position(means[nearest_codeword(transform(rows), centroids)], positions) for rows in features]
+
+
+def add_mel_baseline_at_rate(clips: list[ProbeClip], rate: int, codes: int, seed: int) -> str:
+    """Add the mel k-means baseline on log-mel frames averaged ``100 // rate`` at a time (float32
+    [ceil(T / group), 64] per clip) to every clip; returns the feature name."""
+    group = 100 // rate
+    frames = [F.avg_pool1d(clip.mel_frames.T[None], group, ceil_mode=True)[0].T for clip in clips]
+    train = torch.cat([f for f, clip in zip(frames, clips) if clip.split == "train"])
+    train = train[torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(seed))[:FIT_ROWS]]
+    centroids = lloyd_kmeans(train, codes, seed=seed)
+    name = f"mel-kmeans at {rate} frames/s"
+    for clip, rows in zip(clips, frames):
+        clip.features[name] = pool(centroids[nearest_codeword(rows, centroids)])
+    return name
 
 
 def _audiomae_with_blocks(codec: SemantiCodec, blocks: tuple[int, ...]) -> AudioMAE:
@@ -167,6 +185,8 @@ def run_sweep(codec: SemantiCodec, args: argparse.Namespace) -> list[dict[str, A
         names.append(f"{tag} continuous")
     add_mel_kmeans_features(probe_clips, args.baseline_codes, "train", seed=args.seed, max_frames=FIT_ROWS)
     names.append("mel-kmeans")
+    if args.rate < 100:
+        names.append(add_mel_baseline_at_rate(probe_clips, args.rate, args.baseline_codes, args.seed))
     return probe_task(probe_clips, args.task, "train", list(args.eval_splits), seed=args.seed, feature_sets=names)
 
 

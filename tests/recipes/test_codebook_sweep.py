@@ -61,7 +61,7 @@ def test_a_sweep_writes_one_table_and_reuses_its_features(world, tmp_path, monke
     results = codebook_sweep.main(argv)
     names = {r["features"] for r in results}
     assert names == {"b0-1 raw", "b0-1 white", "b0-1 pca4", "b0-1 continuous",
-                     "b11 raw", "b11 white", "b11 pca4", "b11 continuous", "mel-kmeans"}
+                     "b11 raw", "b11 white", "b11 pca4", "b11 continuous", "mel-kmeans", "mel-kmeans at 25 frames/s"}
     assert all(0.0 <= r["linear_accuracy"] <= 1.0 and r["split"] == "valid" for r in results)
     table = (out / "sweep.md").read_text()
     assert "| b11 white |" in table and "| mel-kmeans |" in table
@@ -75,6 +75,22 @@ def test_a_sweep_writes_one_table_and_reuses_its_features(world, tmp_path, monke
     monkeypatch.setattr(codebook_sweep, "audiomae_features", must_not_run)
     again = codebook_sweep.main(argv)
     assert [r["linear_accuracy"] for r in again] == [r["linear_accuracy"] for r in results]
+
+
+def test_the_rate_matched_baseline_averages_frames_to_the_token_rate():
+    from semanticodec_lm.probe import ProbeClip
+
+    generator = torch.Generator().manual_seed(0)
+    clips = [ProbeClip(str(i), "train" if i < 6 else "valid", {}, {}, torch.randn(10 + i, 64, generator=generator))
+             for i in range(8)]
+    name = codebook_sweep.add_mel_baseline_at_rate(clips, 25, 4, seed=0)
+    assert name == "mel-kmeans at 25 frames/s"
+    assert all(clip.features[name].shape == (128,) for clip in clips)
+    # frames alternating +1 / -1 average to one steady frame per group of four: one code, zero spread
+    alternating = torch.ones(12, 64) * torch.tensor([1.0, -1.0]).repeat(6)[:, None]
+    steady = ProbeClip("alternating", "valid", {}, {}, alternating)
+    codebook_sweep.add_mel_baseline_at_rate([*clips[:6], steady], 25, 4, seed=0)
+    assert torch.count_nonzero(steady.features[name][64:]) == 0
 
 
 def test_bad_arguments_name_the_argument(world, tmp_path, capsys):
