@@ -318,18 +318,23 @@ def codec_features(codec, wave: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def add_mel_kmeans_features(clips: list[ProbeClip], vocab_size: int, train_split: str, *, seed: int,
-                            max_frames: int) -> int:
+                            max_frames: int, frames_per_code: int = 1, name: str = "mel-kmeans") -> int:
     """Fit the baseline k-means on (at most ``max_frames``, seeded sample of) training mel frames and add
-    ``mel-kmeans`` features to every clip; returns the number of centroids used."""
-    frames = torch.cat([clip.mel_frames for clip in clips if clip.split == train_split])
-    if frames.shape[0] > max_frames:
-        frames = frames[torch.randperm(frames.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
+    ``name`` features to every clip; returns the number of centroids used. ``frames_per_code`` > 1
+    averages that many consecutive frames first (a baseline at a lower frame rate)."""
+    import torch.nn.functional as F
+
     from codec.semantic import nearest_codeword
     from codec.training.kmeans import lloyd_kmeans
 
+    per_clip = [clip.mel_frames if frames_per_code == 1 else
+                F.avg_pool1d(clip.mel_frames.T[None], frames_per_code, ceil_mode=True)[0].T for clip in clips]
+    frames = torch.cat([rows for rows, clip in zip(per_clip, clips) if clip.split == train_split])
+    if frames.shape[0] > max_frames:
+        frames = frames[torch.randperm(frames.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
     centroids = lloyd_kmeans(frames, vocab_size, seed=seed)
-    for clip in clips:
-        clip.features["mel-kmeans"] = pool(centroids[nearest_codeword(clip.mel_frames, centroids)])
+    for clip, rows in zip(clips, per_clip):
+        clip.features[name] = pool(centroids[nearest_codeword(rows, centroids)])
     return centroids.shape[0]
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from codec.audio import load_audio
@@ -45,7 +44,6 @@ from semanticodec_lm.probe import (
     ProbeClip,
     add_mel_kmeans_features,
     audiomae_features,
-    pool,
     pool_by_position,
     probe_task,
     task_label,
@@ -98,16 +96,11 @@ def codebook_features(features: list[torch.Tensor], train: torch.Tensor, transfo
 
 
 def add_mel_baseline_at_rate(clips: list[ProbeClip], rate: int, codes: int, seed: int) -> str:
-    """Add the mel k-means baseline on log-mel frames averaged ``100 // rate`` at a time (float32
-    [ceil(T / group), 64] per clip) to every clip; returns the feature name."""
-    group = 100 // rate
-    frames = [F.avg_pool1d(clip.mel_frames.T[None], group, ceil_mode=True)[0].T for clip in clips]
-    train = torch.cat([f for f, clip in zip(frames, clips) if clip.split == "train"])
-    train = train[torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(seed))[:FIT_ROWS]]
-    centroids = lloyd_kmeans(train, codes, seed=seed)
+    """Add the mel k-means baseline on log-mel frames averaged ``100 // rate`` at a time to every clip;
+    returns the feature name."""
     name = f"mel-kmeans at {rate} frames/s"
-    for clip, rows in zip(clips, frames):
-        clip.features[name] = pool(centroids[nearest_codeword(rows, centroids)])
+    add_mel_kmeans_features(clips, codes, "train", seed=seed, max_frames=FIT_ROWS, frames_per_code=100 // rate,
+                            name=name)
     return name
 
 
