@@ -124,10 +124,11 @@ def _load_clips(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[st
 
 
 def _block_features(codec: SemantiCodec, clips: list[dict[str, Any]], blocks: tuple[int, ...], concat_factor: int,
-                    cache: Path, source: str) -> list[torch.Tensor]:
+                    cache: Path, encoder_digest: str) -> list[torch.Tensor]:
     """Per clip AudioMAE features [T, E*K] of ``blocks`` (float16 values, as float32), read from ``cache``
-    when it holds these clips for the codec ``source``, else computed and cached."""
-    key = {"codec": source, "ids": [str(clip["path"]) for clip in clips]}
+    when it holds these clips for the encoder ``encoder_digest`` (a codec's ``tokens_digest``), else
+    computed and cached."""
+    key = {"encoder": encoder_digest, "ids": [str(clip["path"]) for clip in clips]}
     if cache.exists():
         stored = torch.load(cache, weights_only=True)
         if stored.get("key") == key:
@@ -161,11 +162,12 @@ def run_sweep(codec: SemantiCodec, args: argparse.Namespace) -> list[dict[str, A
     if len({task_label(c.row, args.task) for c in probe_clips if c.split == "train"}) < 2:
         raise SystemExit(f"--task {args.task}: fewer than two labels among the train clips of {args.manifest}")
     generator = torch.Generator().manual_seed(args.seed)
+    encoder_digest = codec.tokens_digest()
     names = []
     for blocks in args.blocks:
         tag = "b" + "-".join(map(str, blocks))
         features = _block_features(codec, clips, blocks, concat_factor,
-                                   Path(args.out) / f"features-{args.task}-{args.rate}-{tag}.pt", args.codec)
+                                   Path(args.out) / f"features-{args.task}-{args.rate}-{tag}.pt", encoder_digest)
         train = torch.cat([f for f, c in zip(features, clips) if c["split"] == "train"])
         train = train[torch.randperm(train.shape[0], generator=generator)[:FIT_ROWS]]
         for transform in args.transforms:

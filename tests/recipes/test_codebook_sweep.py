@@ -77,6 +77,24 @@ def test_a_sweep_writes_one_table_and_reuses_its_features(world, tmp_path, monke
     assert [r["linear_accuracy"] for r in again] == [r["linear_accuracy"] for r in results]
 
 
+def test_a_retrained_codec_under_the_same_name_does_not_get_the_cached_features(world, tmp_path, monkeypatch):
+    argv = ["--manifest", str(world / "world" / "manifest.jsonl"), "--codec", str(tmp_path / "codec"),
+            "--task", "class", "--rate", "25", "--codes", "8", "--baseline-codes", "8", "--transforms", "raw",
+            "--eval-splits", "valid", "-o", str(tmp_path / "sweep")]
+    torch.manual_seed(0)
+    SemantiCodec(get_config("tiny-100")).save_pretrained(tmp_path / "codec")
+    codebook_sweep.main(argv)
+    torch.manual_seed(1)
+    SemantiCodec(get_config("tiny-100")).save_pretrained(tmp_path / "codec")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("features computed again")
+
+    monkeypatch.setattr(codebook_sweep, "audiomae_features", must_not_run)
+    with pytest.raises(AssertionError, match="computed again"):
+        codebook_sweep.main(argv)
+
+
 def test_the_rate_matched_baseline_averages_frames_to_the_token_rate():
     from semanticodec_lm.probe import ProbeClip
 
