@@ -244,7 +244,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         parser.error(f"--blocks: {args.codec}'s AudioMAE has blocks 0..{depth - 1}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results = run_sweep(codec, args)
+    try:
+        results = run_sweep(codec, args)
+    except ValueError as error:  # a manifest that is missing or unreadable, or a transform that does not fit
+        raise SystemExit(f"codebook_sweep: {error}") from None
     write_text_atomic(Path(args.out) / "sweep.md", markdown(results, args))
     write_text_atomic(Path(args.out) / "sweep.json", json.dumps(
         {"settings": vars(args), "seconds": round(time.monotonic() - started),

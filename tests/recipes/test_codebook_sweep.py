@@ -122,3 +122,6 @@ def test_bad_arguments_name_the_argument(world, tmp_path, capsys):
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit, match="fewer than two labels"):
         codebook_sweep.main([*base, "--task", "language"])
+    missing = tmp_path / "nowhere.jsonl"
+    with pytest.raises(SystemExit, match="nowhere.jsonl"):
+        codebook_sweep.main(["--manifest", str(missing), *base[2:]])
