@@ -17,7 +17,7 @@ A row has these keys (types checked by :func:`validate_row`):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +128,45 @@ def evenly_spaced(items: list, count: int) -> list:
     if len(items) <= count:
         return list(items)
     return [items[i * len(items) // count] for i in range(count)]
+
+
+def evaluation_subset(
+    rows: Iterable[dict[str, Any]],
+    split: str,
+    per_domain: int,
+    *,
+    min_seconds: float = 2.0,
+    transcribed_english: int = 0,
+) -> list[dict[str, Any]]:
+    """The fixed evaluation clips of one split: ``per_domain`` clips of each domain of at least ``min_seconds``,
+    evenly spaced in manifest order (domains in :data:`DOMAINS` order).
+
+    ``transcribed_english`` of the speech clips are taken from the English clips with a transcript (so WER
+    has something to score) and the rest from the other speech clips, each group evenly spaced. The same
+    corpus build gives the same clips, so tables made on different machines compare.
+    """
+    if per_domain < 1:
+        raise ValueError(f"per_domain must be at least 1, got {per_domain}")
+    if not 0 <= transcribed_english <= per_domain:
+        raise ValueError(f"transcribed_english must be between 0 and per_domain ({per_domain}), got {transcribed_english}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    long_enough = [row for row in rows if row["split"] == split and row["duration"] >= min_seconds]
+    chosen: list[dict[str, Any]] = []
+    for domain in DOMAINS:
+        clips = [row for row in long_enough if row["domain"] == domain]
+        if domain == "speech" and transcribed_english:
+            scored = [row for row in clips if row["language"] == "en" and row["transcript"]]
+            others = [row for row in clips if not (row["language"] == "en" and row["transcript"])]
+            chosen += evenly_spaced(scored, transcribed_english) + evenly_spaced(others, per_domain - transcribed_english)
+        else:
+            chosen += evenly_spaced(clips, per_domain)
+    return chosen
+
+
+def rebase_paths(rows: Iterable[dict[str, Any]], source_dir: str | os.PathLike[str],
+                 target_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Copies of ``rows`` whose ``path`` (relative to ``source_dir``) is made relative to ``target_dir``, so a
+    manifest written elsewhere still finds its audio."""
+    source, target = Path(source_dir).resolve(), Path(target_dir).resolve()
+    return [{**row, "path": os.path.relpath(source / row["path"], target)} for row in rows]
