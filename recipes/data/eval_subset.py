@@ -18,7 +18,11 @@ from collections import Counter
 from pathlib import Path
 
 from codec.manifest import SPLITS, ManifestError, write_manifest
-from semanticodec_lm.corpus.manifest import evaluation_subset, read_manifest, rebase_paths
+from semanticodec_lm.corpus.manifest import (
+    evaluation_subset,
+    read_manifest,
+    rebase_paths,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
