@@ -5,6 +5,11 @@ pattern) begins where the shipped LM stopped instead of from noise. Matrices and
 their names and shapes match; the vocabulary-indexed ones (``embed.weight``, ``head.weight``, rows
 in the layout's ranges ``[special | text | semantic | acoustic]``) copy range by range, so a model
 with another text vocabulary still gets the audio rows.
+
+A deeper model than the source grows from it: the source's blocks fill the first layers and each
+added block starts with its two residual output projections at zero, so it adds nothing until
+trained and the grown model computes exactly the source's function at step 0 (a larger LM that
+starts where the shipped one stopped, rather than from noise).
 """
 
 from __future__ import annotations
@@ -31,14 +36,26 @@ class WarmStartReport:
     copied: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    grown: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
         rows = ", ".join(f"{name} {count}" for name, count in self.rows.items()) or "none"
-        left = ", ".join(self.skipped) or "nothing"
-        return f"{len(self.copied)} tensors copied; vocabulary rows: {rows}; left at initialisation: {left}"
+        left = ", ".join(name for name in self.skipped if block_index(name) not in self.grown) or "nothing"
+        grown = f"; blocks {self.grown[0]}-{self.grown[-1]} added as identity" if self.grown else ""
+        return f"{len(self.copied)} tensors copied; vocabulary rows: {rows}; left at initialisation: {left}{grown}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"copied": len(self.copied), "rows": dict(self.rows), "skipped": list(self.skipped)}
+        return {"copied": len(self.copied), "rows": dict(self.rows), "skipped": list(self.skipped),
+                "grown": list(self.grown)}
+
+
+RESIDUAL_OUTPUTS = ("attention.out.weight", "ffn.down.weight")
+
+
+def block_index(name: str) -> int | None:
+    """The layer of a parameter name ``blocks.<i>.…``, None for the others."""
+    parts = name.split(".")
+    return int(parts[1]) if parts[0] == "blocks" and len(parts) > 2 and parts[1].isdigit() else None
 
 
 def vocab_ranges(layout: TokenLayout, with_text: bool) -> dict[str, tuple[int, int]]:
@@ -67,7 +84,8 @@ def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool) -> WarmStart
 
     The caller checks that both read the same codec's tokens (:func:`check_same_codec`); ``same_text``
     says whether they share the text tokenizer (text rows copy only then, and only when the text
-    vocabularies have the same size). Vocabulary tensors need the same model width.
+    vocabularies have the same size). Vocabulary tensors need the same model width. Blocks beyond the
+    source's depth (same width) start as identity: their residual output projections are zeroed.
     """
     report = WarmStartReport()
     theirs = source.state_dict()
@@ -91,4 +109,9 @@ def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool) -> WarmStart
             report.copied.append(name)
         else:
             report.skipped.append(name)
+    if model.config.n_layers > source.config.n_layers and model.config.dim == source.config.dim:
+        report.grown = list(range(source.config.n_layers, model.config.n_layers))
+        for layer in report.grown:
+            for output in RESIDUAL_OUTPUTS:
+                model.get_parameter(f"blocks.{layer}.{output}").zero_()
     return report

@@ -54,6 +54,24 @@ def test_another_width_copies_nothing_it_cannot_and_says_so(tiny_config):
     assert "left at initialisation" in report.summary()
 
 
+def test_a_deeper_model_grows_from_the_source_and_computes_its_function_at_step_0(tiny_config):
+    source, target = trained_pair(tiny_config, n_layers=4)
+    assert source.config.n_layers == 2
+    ids = torch.randint(0, source.config.vocab_size, (2, 12))
+    report = warm_start(target, source, same_text=True)
+    assert report.grown == [2, 3]
+    assert "blocks 2-3 added as identity" in report.summary() and "blocks.2" not in report.summary()
+    source.eval(), target.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(target(ids), source(ids), rtol=0, atol=0)
+    # the added blocks still learn: their residual outputs get gradients
+    target.train()
+    target(ids).logsumexp(-1).mean().backward()
+    assert target.blocks[3].ffn.down.weight.grad.abs().sum() > 0
+    shallower = trained_pair(tiny_config, n_layers=1)
+    assert warm_start(shallower[1], shallower[0], same_text=True).grown == []
+
+
 def test_tokens_of_another_codec_are_refused():
     record = {"semantic_vocab_size": 64, "acoustic_vocab_size": 32, "config_hash": "a", "tokens_digest": "d1"}
     check_same_codec(record, dict(record))
