@@ -407,3 +407,18 @@ def test_stage_weights_fit_configs_that_agree_on_what_the_stage_depends_on(tmp_p
     kmeans = write_weights(tmp_path / "kmeans.safetensors", weights, config, "kmeans")
     with pytest.raises(SystemExit, match="differs from 'tiny-25' in token_rate"):
         read_weights(kmeans, get_config("tiny-25"), "kmeans")
+
+
+@pytest.mark.parametrize("stage", ["vae", "vocoder", "ldm"])
+def test_every_stage_trains_under_bf16_autocast_with_its_float32_targets(corpus, stage):
+    """bf16-mixed (Lightning's autocast) with the default float32 latent targets: the mel the targets are
+    made from stays float32, so the frozen float32 VAE encoder can read it."""
+    torch.manual_seed(0)
+    module = {"vae": lambda: VAEModule("tiny-100"), "vocoder": lambda: VocoderModule("tiny-100", adversarial_start=10**9),
+              "ldm": lambda: LDMModule("tiny-100", cfg_dropout=0.0)}[stage]()
+    batch = fixed_batch(corpus, 10.24 if stage == "ldm" else 0.32)
+    with torch.autocast("cpu", torch.bfloat16):
+        loss, _ = module.training_loss(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.trainable_parameters())
