@@ -9,7 +9,8 @@ Everything under ``trainer:`` goes to ``lightning.Trainer`` as is. A run restart
 ``run_dir`` resumes from ``<run_dir>/checkpoints/last.ckpt``. A new run with ``model.init_from=<LM folder
 or shipped name>`` (e.g. ``model.init_from=default``, as the codec stages' ``model.init_from``) starts from
 that LM's weights wherever the shapes allow (:mod:`lm.warm_start`; its tokens must come from the same
-codec); the optimizer and the schedule start afresh. Logs go to wandb (offline unless
+codec); a deeper model of the same width (``model.n_layers=8`` from a 4-layer LM) grows from it, its
+added layers starting as identity; the optimizer and the schedule start afresh. Logs go to wandb (offline unless
 WANDB_API_KEY is set; ``logger=csv`` or ``logger=none`` to skip wandb).
 
 Each rank prints one line ``LM_TRAIN_SUMMARY {json}`` at the end (steps, batches, where it started).
