@@ -74,7 +74,7 @@ def test_the_shipped_vocoder_keeps_the_pitch_of_harmonic_tones():
 
 @pytest.mark.xfail(strict=True, reason="open target (codec issue): the acoustic tokens tell the notes apart, and "
                                        "the UNet's latent prior brings most notes within 20-120 cents, but "
-                                       "the whole codec keeps 1-2 of 6 (docs/codec-model-card.md)")
+                                       "the whole codec keeps 3 of 6 (docs/codec-model-card.md)")
 def test_the_shipped_codec_keeps_the_pitch_of_harmonic_tones():
     kept, results = notes_kept("codec")
     assert kept >= 5, results
