@@ -215,7 +215,9 @@ def log_mel_64(wave: torch.Tensor) -> torch.Tensor:
         pad_mode="reflect",
         return_complex=True,
     ).abs()
-    mel = torch.matmul(_mel_filterbank(flat.device).T, spectrum)
+    # float32 under autocast too: this mel is a training target and a metric, never a bf16 approximation
+    with torch.autocast(device_type=flat.device.type, enabled=False):
+        mel = torch.matmul(_mel_filterbank(flat.device).T, spectrum)
     frames = wave.shape[-1] // MEL_HOP
     log_mel = torch.log(torch.clamp(mel[..., :frames], min=MEL_LOG_FLOOR))
     return log_mel.reshape(*leading, MEL_BINS, frames)

@@ -166,8 +166,7 @@ class LDMModule(StageModule):
         """Scaled VAE latent samples and posterior means, each [B, 8, 256, 16], of 10.24-s crops; sets
         scale_factor on first use."""
         first_stage, decoder = self.codec.decoder.first_stage_model, self.codec.decoder
-        with full_precision(audio.device):  # the target's definition: never a bf16 log-mel
-            mel = crop_mel(audio.float(), first_stage.downsampling)
+        mel = crop_mel(audio.float(), first_stage.downsampling)
         if self.hparams.latent_precision == "bf16":
             with torch.autocast(audio.device.type, dtype=torch.bfloat16):
                 posterior = first_stage.encode(mel.contiguous(memory_format=torch.channels_last))

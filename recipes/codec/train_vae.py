@@ -23,7 +23,6 @@ from codec.vae import AutoencoderKL
 from semanticodec_lm.training.codec_stages import (
     StageModule,
     codec_part_state,
-    full_precision,
     load_into,
     model_kwargs,
     parse_args,
@@ -78,8 +77,7 @@ class VAEModule(StageModule):
 
     def training_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """Batch ``audio`` float [B, N] -> (L1 + kl_weight * KL per mel value, {l1, kl})."""
-        with full_precision(batch["audio"].device):  # input and target: a float32 log-mel under bf16-mixed too
-            mel = crop_mel(batch["audio"].float(), self.vae.downsampling)
+        mel = crop_mel(batch["audio"], self.vae.downsampling)
         posterior = self.vae.encode(mel)
         reconstruction = self.vae.decode(posterior.sample(generator))
         l1 = (reconstruction - mel).abs().mean()

@@ -45,7 +45,6 @@ from codec.vocoder import build_vocoder
 from semanticodec_lm.training.codec_stages import (
     StageModule,
     codec_part_state,
-    full_precision,
     load_into,
     model_kwargs,
     parse_args,
@@ -96,8 +95,7 @@ class VocoderModule(StageModule):
 
     def generate(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Waveforms [B, N] -> (real [B, 1, n], generated [B, 1, n], real log-mel [B, 64, n/160])."""
-        with full_precision(audio.device):  # the mel loss's target: float32 under bf16-mixed too
-            mel = log_mel_64(audio.float())
+        mel = log_mel_64(audio)
         vocoder_input = mel
         if self.input_vae is not None:
             mel = mel[..., : mel.shape[-1] // self.input_vae.downsampling * self.input_vae.downsampling]

@@ -180,6 +180,16 @@ def _slaney_mel_to_hz(mel: float) -> float:
     return 1000.0 * math.exp((mel - 15.0) * math.log(6.4) / 27.0)
 
 
+def test_log_mel_64_is_float32_under_bf16_autocast() -> None:
+    """It is a training target and a metric: autocast (bf16-mixed training, bf16 decoding) must not round it."""
+    wave = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    exact = log_mel_64(wave)
+    with torch.autocast("cpu", torch.bfloat16):
+        under_autocast = log_mel_64(wave)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, exact, rtol=0, atol=0)
+
+
 def test_log_mel_64_shapes() -> None:
     assert log_mel_64(torch.zeros(163840)).shape == (64, 1024)
     assert log_mel_64(torch.zeros(2, 3, 16000)).shape == (2, 3, 64, 100)
