@@ -56,16 +56,39 @@ class AudioLMModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
+        warm_lr_scale: float = 1.0,
     ) -> None:
+        """``warm_lr_scale``: learning-rate multiplier for the parameters :meth:`mark_warm` names (those a
+        warm start copied), so a grown model's trained layers move slowly while its added ones learn."""
         super().__init__()
+        if not warm_lr_scale > 0:
+            raise ValueError(f"optim.warm_lr_scale must be > 0, got {warm_lr_scale}")
         self.save_hyperparameters()
         self.config = LMConfig.from_dict(dict(model))
         self.model = AudioLM(self.config)
+        self.warm_parameters: list[str] = []
+
+    def mark_warm(self, names: list[str]) -> None:
+        """Name the parameters that train at ``warm_lr_scale`` times the learning rate (kept in checkpoints,
+        so a resumed run rebuilds the same optimizer groups)."""
+        known = dict(self.model.named_parameters())
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"not parameters of this model: {unknown}")
+        self.warm_parameters = sorted(names)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["warm_parameters"] = list(self.warm_parameters)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Runs before configure_optimizers on resume, so the restored optimizer state meets its groups.
+        self.warm_parameters = list(checkpoint.get("warm_parameters", []))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = lm_loss(self.model, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["inputs"].shape[0])
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch["inputs"].shape[0])
+        group = self.optimizers().param_groups[0]
+        self.log("train/lr", group["lr"] / group["lr_scale"], batch_size=batch["inputs"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -74,12 +97,17 @@ class AudioLMModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        # Norm gains and other vectors are not decayed; matrices (embeddings included) are.
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.hparams.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        # Norm gains and other vectors are not decayed; matrices (embeddings included) are. The first
+        # group holds new parameters at the full rate whenever there are any (train/lr logs it).
+        warm = set(self.warm_parameters)
+        named = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        groups = []
+        for is_warm, scale in ((False, 1.0), (True, float(self.hparams.warm_lr_scale))):
+            for is_matrix, decay in ((True, self.hparams.weight_decay), (False, 0.0)):
+                params = [p for name, p in named if (name in warm) == is_warm and (p.dim() >= 2) == is_matrix]
+                if params:
+                    groups.append({"params": params, "weight_decay": decay, "lr": self.hparams.lr * scale,
+                                   "lr_scale": scale})
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
         total = int(self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -44,6 +44,10 @@ class WarmStartReport:
         grown = f"; blocks {self.grown[0]}-{self.grown[-1]} added as identity" if self.grown else ""
         return f"{len(self.copied)} tensors copied; vocabulary rows: {rows}; left at initialisation: {left}{grown}"
 
+    def trained_parameters(self) -> list[str]:
+        """Names of the parameters that hold the source's weights (whole, or some vocabulary rows)."""
+        return sorted(set(self.copied) | {key.split(" ")[0] for key in self.rows})
+
     def to_dict(self) -> dict[str, Any]:
         return {"copied": len(self.copied), "rows": dict(self.rows), "skipped": list(self.skipped),
                 "grown": list(self.grown)}

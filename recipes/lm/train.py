@@ -10,7 +10,9 @@ Everything under ``trainer:`` goes to ``lightning.Trainer`` as is. A run restart
 or shipped name>`` (e.g. ``model.init_from=default``, as the codec stages' ``model.init_from``) starts from
 that LM's weights wherever the shapes allow (:mod:`lm.warm_start`; its tokens must come from the same
 codec); a deeper model of the same width (``model.n_layers=8`` from a 4-layer LM) grows from it, its
-added layers starting as identity; the optimizer and the schedule start afresh. Logs go to wandb (offline unless
+added layers starting as identity; the optimizer and the schedule start afresh. ``optim.warm_lr_scale=0.1``
+trains the weights it copied at a tenth of ``optim.lr`` (the added layers at the full rate), so a
+re-warmed schedule does not undo what the source had learned. Logs go to wandb (offline unless
 WANDB_API_KEY is set; ``logger=csv`` or ``logger=none`` to skip wandb).
 
 Each rank prints one line ``LM_TRAIN_SUMMARY {json}`` at the end (steps, batches, where it started).
@@ -74,6 +76,7 @@ def start_from(module: AudioLMModule, name: str, manifest: str | Path, tokenizer
     same_text = (tokenizer is not None and folder.tokenizer is not None
                  and Path(tokenizer.path).read_bytes() == Path(folder.tokenizer.path).read_bytes())
     report = warm_start(module.model, folder.model, same_text=same_text)
+    module.mark_warm(report.trained_parameters())
     print_line(f"model.init_from={name}: {report.summary()}")
     return report.to_dict()
 
@@ -102,7 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"data.max_frames={datamodule.max_frames} makes sequences of up to {datamodule.max_sequence_length()} "
             f"ids, more than model.max_seq_len={model_config.max_seq_len}"
         )
-    module = AudioLMModule(model_config.to_dict(), **section(config, "optim", AudioLMModule))
+    try:
+        module = AudioLMModule(model_config.to_dict(), **section(config, "optim", AudioLMModule))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
     checkpoint_dir = run_dir / "checkpoints"
     checkpoints = ModelCheckpoint(

@@ -102,3 +102,37 @@ def test_a_run_starts_from_an_lm_folder_and_refuses_one_of_another_codec(token_c
                     f"model.init_from={folder}"])
     with pytest.raises(SystemExit, match="model.init_from: .*no such LM folder"):
         train_main([*train_args(token_corpus, tmp_path / "fourth", *settings), f"model.init_from={tmp_path / 'none'}"])
+
+
+def test_warm_lr_scale_slows_the_copied_layers_of_a_grown_model_and_survives_a_resume(token_corpus, tmp_path):
+    settings = ("trainer.val_check_interval=50", "logger=none", "optim.weight_decay=0.0", "optim.warmup_steps=1",
+                "optim.min_lr_ratio=1.0")
+    train_main([*train_args(token_corpus, tmp_path / "source", *settings), "trainer.max_steps=1"])
+    codec = load_tokens(read_manifest(token_corpus, "train")[0].tokens).codec
+    folder = export_checkpoint(tmp_path / "source" / "checkpoints" / "last.ckpt", tmp_path / "model", codec)
+    source = torch.load(tmp_path / "source" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    grown = ("model.n_layers=3", f"model.init_from={folder}", "optim.lr=1.0e-2", "optim.warm_lr_scale=1.0e-3")
+    run = tmp_path / "grown"
+    train_main([*train_args(token_corpus, run, *settings, *grown), "trainer.max_steps=3"])
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    weights = checkpoint["state_dict"]
+    assert "model.blocks.0.ffn.down.weight" in source and "model.blocks.2.ffn.down.weight" not in source
+    assert "blocks.0.ffn.down.weight" in checkpoint["warm_parameters"]
+    assert not any(name.startswith("blocks.2.") for name in checkpoint["warm_parameters"])
+    # Adam moves each weight by about lr per step: 3 steps at 1e-5 for the copied block, at 1e-2 for the added one
+    copied_step = (weights["model.blocks.0.ffn.down.weight"] - source["model.blocks.0.ffn.down.weight"]).abs().max()
+    added_step = weights["model.blocks.2.ffn.down.weight"].abs().max()  # it started at zero
+    assert 0 < copied_step <= 3 * 1.0e-5 * 1.1
+    assert added_step > 100 * copied_step
+    rates = sorted({group["lr"] for group in checkpoint["optimizer_states"][0]["param_groups"]})
+    assert rates == pytest.approx([1.0e-5, 1.0e-2])
+
+    resumed = train_main([*train_args(token_corpus, run, *settings, *grown), "trainer.max_steps=4"])
+    assert resumed["global_step"] == 4 and "init_from" not in resumed
+    after = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert after["warm_parameters"] == checkpoint["warm_parameters"]
+    moved = (after["state_dict"]["model.blocks.0.ffn.down.weight"] - weights["model.blocks.0.ffn.down.weight"]).abs().max()
+    assert moved <= 1.0e-5 * 1.1  # still the slow rate after the resume
+
+    with pytest.raises(SystemExit, match="optim.warm_lr_scale must be > 0"):
+        train_main([*train_args(token_corpus, tmp_path / "bad", *settings), "optim.warm_lr_scale=0"])
