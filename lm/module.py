@@ -37,6 +37,13 @@ def lm_loss(model: AudioLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), batch["targets"].flatten(), ignore_index=IGNORE_INDEX)
 
 
+def token_losses(model: AudioLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-id cross-entropy in nats, float32 [B, T], 0 where the target is -100 (for sums by kind of id)."""
+    logits = model(batch["inputs"])
+    return F.cross_entropy(logits.float().transpose(1, 2), batch["targets"], ignore_index=IGNORE_INDEX,
+                           reduction="none")
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
     """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then cosine down to ``min_lr_ratio`` at ``total_steps``."""
     if step < warmup_steps:

@@ -31,7 +31,7 @@ from codec.files import write_text_atomic
 from lm.api import export_checkpoint, load_lm_folder
 from lm.data import TokenSequenceDataset, collate, max_sequence_length, training_captions
 from lm.data import read_manifest as read_token_rows
-from lm.module import lm_loss
+from lm.module import token_losses
 from lm.text import train_text_tokenizer as train_sentencepiece
 from semanticodec_lm.corpus.manifest import evenly_spaced, read_manifest
 from semanticodec_lm.corpus.token_corpus import CONFIG_KEYS as TOKENIZE_KEYS
@@ -293,8 +293,9 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
     """Token-weighted cross-entropy and perplexity of the exported LM on the ``valid`` clips (no caption dropout).
 
     For a text-conditioned LM also the loss with each clip given another clip's caption (captions
-    rotated by half the clips) and with no caption: how much the LM uses its caption; and the same
-    three losses per clip group (:func:`clip_group`) under ``by_group``.
+    rotated by half the clips) and with no caption: how much the LM uses its caption; the same three
+    losses per clip group (:func:`clip_group`) under ``by_group`` and per kind of target id
+    (semantic, acoustic) under ``by_stream``: which of the codec's streams the caption informs.
     """
     folder = load_lm_folder(model_dir)
     rows = read_token_rows(manifest, "valid")
@@ -307,33 +308,39 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
     while max_frames > 1 and max_sequence_length(layout, max_frames, text_tokens) > folder.model.config.max_seq_len:
         max_frames -= 1
     groups = [clip_group(row.record) for row in rows]
+    streams = {"semantic ids": (layout.semantic_offset, layout.acoustic_offset),
+               "acoustic ids": (layout.acoustic_offset, layout.acoustic_offset + layout.acoustic_vocab_size)}
+    Sums = dict[tuple[str, str], tuple[float, int]]  # (group, "all" or a stream) -> (nats, target ids)
 
-    def summed_losses(clips: list, text_dropout: float = 0.0) -> dict[str, tuple[float, int]]:
-        """Per group: (summed cross-entropy in nats, target ids)."""
-        sums: dict[str, tuple[float, int]] = {}
+    def summed_losses(clips: list, text_dropout: float = 0.0) -> Sums:
+        sums: Sums = {}
         for group in dict.fromkeys(groups):  # batches never mix groups, so each group's sum is its own
             members = [clip for clip, g in zip(clips, groups) if g == group]
             dataset = TokenSequenceDataset(members, layout, max_frames, folder.tokenizer, text_dropout=text_dropout,
                                            max_text_tokens=max_text, random_crop=False)
-            total, count = 0.0, 0
             for start in range(0, len(dataset), batch_size):
                 batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-                targets = int((batch["targets"] != -100).sum())
-                total += float(lm_loss(folder.model, batch)) * targets
-                count += targets
-            sums[group] = (total, count)
+                losses, targets = token_losses(folder.model, batch), batch["targets"]
+                masks = {"all": targets != -100, **{name: (targets >= low) & (targets < high)
+                                                    for name, (low, high) in streams.items()}}
+                for kind, mask in masks.items():
+                    total, count = sums.get((group, kind), (0.0, 0))
+                    sums[group, kind] = (total + float(losses[mask].sum()), count + int(mask.sum()))
         return sums
 
-    def mean(sums: dict[str, tuple[float, int]], group: str | None = None) -> float:
-        parts = [sums[group]] if group else list(sums.values())
+    def mean(sums: Sums, group: str | None = None, kind: str = "all") -> float:
+        parts = [cell for (g, k), cell in sums.items() if k == kind and group in (None, g)]
         return sum(total for total, _ in parts) / max(sum(count for _, count in parts), 1)
 
     own = summed_losses(rows)
     loss = mean(own)
-    metrics: dict[str, Any] = {"valid_clips": len(rows), "valid_tokens": sum(count for _, count in own.values()),
+    metrics: dict[str, Any] = {"valid_clips": len(rows), "valid_tokens": sum(c for (_, k), (_, c) in own.items() if k == "all"),
                                "valid_loss": round(loss, 4), "valid_perplexity": round(math.exp(loss), 3)}
     by_group: dict[str, dict[str, Any]] = {group: {"clips": groups.count(group), "loss": round(mean(own, group), 4)}
-                                           for group in own}
+                                           for group in dict.fromkeys(groups)}
+    by_stream: dict[str, dict[str, Any]] = {
+        stream: {"ids": sum(c for (_, k), (_, c) in own.items() if k == stream), "loss": round(mean(own, kind=stream), 4)}
+        for stream in streams}
     captioned = [i for i, row in enumerate(rows) if row.caption is not None]
     if folder.tokenizer is not None and len(captioned) > 1:
         swapped = list(rows)
@@ -346,21 +353,32 @@ def validation_metrics(model_dir: Path, manifest: Path, data: dict[str, Any], ba
         for group, cells in by_group.items():
             cells["other_caption"] = round(mean(other, group), 4)
             cells["no_caption"] = round(mean(none, group), 4)
+        for stream, cells in by_stream.items():
+            cells["other_caption"] = round(mean(other, kind=stream), 4)
+            cells["no_caption"] = round(mean(none, kind=stream), 4)
     metrics["by_group"] = by_group
+    metrics["by_stream"] = by_stream
     return metrics
 
 
 def caption_worth_table(validation: dict[str, Any]) -> str:
-    """Markdown: per clip group of :func:`validation_metrics`, the losses and the caption's worth (nats per
-    id: loss with another clip's caption minus loss with its own); empty without caption controls."""
+    """Markdown: per clip group, then per kind of target id, of :func:`validation_metrics`, the losses and
+    the caption's worth (nats per id: loss with another clip's caption minus loss with its own); empty
+    without caption controls."""
     groups = validation.get("by_group") or {}
     if not groups or "other_caption" not in next(iter(groups.values())):
         return ""
-    lines = ["| clip group | clips | loss | another caption | no caption | caption worth |", "|---|---|---|---|---|---|"]
-    for group, cells in sorted(groups.items()):
-        lines.append(f"| {group} | {cells['clips']} | {cells['loss']:.3f} | {cells['other_caption']:.3f} "
-                     f"| {cells['no_caption']:.3f} | {cells['other_caption'] - cells['loss']:.3f} |")
-    return "\n".join(lines) + "\n\n"
+    tables = []
+    for title, size, rows in (("clip group", "clips", sorted(groups.items())),
+                              ("target ids", "ids", list((validation.get("by_stream") or {}).items()))):
+        if not rows:
+            continue
+        lines = [f"| {title} | {size} | loss | another caption | no caption | caption worth |", "|---|---|---|---|---|---|"]
+        for name, cells in rows:
+            lines.append(f"| {name} | {cells[size]} | {cells['loss']:.3f} | {cells['other_caption']:.3f} "
+                         f"| {cells['no_caption']:.3f} | {cells['other_caption'] - cells['loss']:.3f} |")
+        tables.append("\n".join(lines) + "\n\n")
+    return "".join(tables)
 
 
 def token_rows(manifest: Path, split: str) -> list[dict[str, Any]]:

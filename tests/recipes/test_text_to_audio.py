@@ -47,6 +47,13 @@ def test_tiny_config_runs_end_to_end(world, monkeypatch):
     assert sum(cells["clips"] for cells in groups.values()) == validation["valid_clips"]
     assert all(np.isfinite(cells[key]) for cells in groups.values() for key in ("loss", "other_caption", "no_caption"))
     assert "| clip group | clips |" in (run_dir / "results.md").read_text()
+    streams = validation["by_stream"]  # the audio targets split by kind: two ids per frame, a few others left out
+    assert streams["semantic ids"]["ids"] == streams["acoustic ids"]["ids"] > 0
+    assert 2 * streams["semantic ids"]["ids"] < validation["valid_tokens"]
+    in_streams = sum(cells["loss"] * cells["ids"] for cells in streams.values())
+    assert in_streams < validation["valid_loss"] * validation["valid_tokens"] + 1e-3 * validation["valid_tokens"]
+    assert all(np.isfinite(cells[key]) for cells in streams.values() for key in ("loss", "other_caption", "no_caption"))
+    assert "| target ids | ids |" in (run_dir / "results.md").read_text()
     assert list(results["adherence"]) == ["original audio", "codec reconstruction", "cfg 1", "cfg 3", "cfg 5"]
     # the measurements are right about the real clips, whatever a 3-step model generates
     assert all(hits == total for hits, total in results["adherence"]["original audio"].values())
