@@ -34,7 +34,8 @@ CENTROIDS_KEY = "semantic_codebook.centroids"
 class EncoderOutputs:
     """Everything ``encode_segments`` computes, per segment (shapes with T = 512/K, F = feature width).
 
-    tokens [S, T, 2] int64 (semantic, acoustic); features [S, T, F] concatenated AudioMAE features;
+    tokens [S, T, 2] int64 (semantic, acoustic); features [S, T, F] concatenated AudioMAE features
+    (minus the codebook's ``position_mean`` where it has one);
     centroids [S, T, F]; cutoff_rows [S] first -1 row; lstm_input [S, T, 2F];
     acoustic_features [S, T, F] projected LSTM output (before quantisation).
     """
@@ -73,6 +74,7 @@ class SemantiCodecEncoder(nn.Module):
         """The state dict in the official encoder.ckpt layout (without the semantic centroids)."""
         state = self.state_dict()
         state.pop(CENTROIDS_KEY)
+        state.pop(CENTROIDS_KEY.replace("centroids", "position_mean"), None)
         return state
 
     def encode_segments_detailed(self, fbank: torch.Tensor) -> EncoderOutputs:
@@ -84,7 +86,7 @@ class SemantiCodecEncoder(nn.Module):
         _check_fbank(fbank)
         tokens_per_segment = self.cfg.tokens_per_segment
         cutoff_rows = silence_cutoff_rows(fbank, tokens_per_segment)
-        features = concat_patches(self.audiomae(fbank), self.cfg.concat_factor)
+        features = self.semantic_codebook.center(concat_patches(self.audiomae(fbank), self.cfg.concat_factor))
         semantic_ids = self.semantic_codebook.nearest(features)
         centroids = self.semantic_codebook.lookup(semantic_ids)
         lstm_input = build_lstm_input(features, centroids, cutoff_rows)

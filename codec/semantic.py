@@ -258,24 +258,58 @@ def check_token_range(ids: torch.Tensor, vocab_size: int, what: str) -> None:
         )
 
 
-def _keep_centroids_when_absent(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    # load_state_dict works on its own copy of the dict, so filling the gap does not touch the caller's.
-    state_dict.setdefault(prefix + "centroids", module.centroids)
+def _fill_optional_buffers(module: "SemanticCodebook", state_dict: dict, prefix: str, *args) -> None:
+    # load_state_dict works on its own copy of the dict, so filling the gaps does not touch the caller's.
+    centroids, position_mean = prefix + "centroids", prefix + "position_mean"
+    if position_mean in state_dict:
+        module.set_position_mean(state_dict[position_mean])
+    elif centroids in state_dict:
+        module.set_position_mean(None)  # a codebook fitted on features as they come
+    elif module.position_mean is not None:  # neither (an official checkpoint): keep what was injected
+        state_dict[position_mean] = module.position_mean
+    state_dict.setdefault(centroids, module.centroids)
 
 
 class SemanticCodebook(nn.Module):
-    """k-means semantic vocabulary: ``centroids`` buffer [V, F] float32.
+    """k-means semantic vocabulary: ``centroids`` buffer [V, F] float32, and optionally ``position_mean``.
 
     The official code keeps the centroids in a separate ``.npy`` file, outside encoder.ckpt; here
     they are a persistent buffer so our own exports carry them. A state dict without them (an
     official checkpoint) still loads with strict=True and leaves the centroids unchanged: inject
     them with :meth:`load_centroids`.
+
+    ``position_mean`` [T, F] (not in the official model, None there and in the state dict): the mean
+    feature at each token position of a segment, subtracted before quantising (:meth:`center`). A small
+    AudioMAE's features are mostly where a patch sits (its position embedding), little what it holds;
+    a codebook fitted on centred features spends its codes on content (``recipes/codec/train_kmeans.py``
+    ``model.center_positions``).
     """
 
     def __init__(self, vocab_size: int, feature_dim: int) -> None:
         super().__init__()
         self.register_buffer("centroids", torch.randn(vocab_size, feature_dim))
-        self.register_load_state_dict_pre_hook(_keep_centroids_when_absent)
+        self.register_buffer("position_mean", None)
+        self.register_load_state_dict_pre_hook(_fill_optional_buffers)
+
+    def set_position_mean(self, position_mean: torch.Tensor | None) -> None:
+        """Use ``position_mean`` [T, F] (None: no centring, the official behaviour)."""
+        if position_mean is not None:
+            width = self.centroids.shape[1]
+            if position_mean.dim() != 2 or position_mean.shape[1] != width:
+                raise ValueError(f"position_mean must be [positions, {width}], got {list(position_mean.shape)}")
+            if not torch.isfinite(position_mean).all():
+                raise ValueError("position_mean contains NaN or infinite values")
+            position_mean = position_mean.detach().to(self.centroids.device, torch.float32).clone()
+        self.position_mean = position_mean
+
+    def center(self, features: torch.Tensor) -> torch.Tensor:
+        """Features of whole segments [S, T, F] minus ``position_mean`` (unchanged without one)."""
+        if self.position_mean is None:
+            return features
+        if features.dim() != 3 or tuple(features.shape[1:]) != tuple(self.position_mean.shape):
+            raise ValueError(f"centring needs segment features [S, {self.position_mean.shape[0]}, "
+                             f"{self.position_mean.shape[1]}], got {list(features.shape)}")
+        return features - self.position_mean.to(features.dtype)
 
     @property
     def vocab_size(self) -> int:

@@ -212,14 +212,17 @@ def token_features(codec, ids: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def audiomae_features(audiomae: nn.Module, wave: torch.Tensor, concat_factor: int) -> torch.Tensor:
+def audiomae_features(audiomae: nn.Module, wave: torch.Tensor, concat_factor: int,
+                      codebook: nn.Module | None = None) -> torch.Tensor:
     """The AudioMAE features the codec's semantic tokens quantise, for one 16-kHz waveform [N]:
-    float32 [T, E * K] with T the clip's token count at concatenation factor K (``concat_factor``)."""
+    float32 [T, E * K] with T the clip's token count at concatenation factor K (``concat_factor``),
+    centred by ``codebook`` (a :class:`codec.semantic.SemanticCodebook`) where it has a position mean."""
     from codec.frontend import iter_fbank_segments, pad_to_segments, token_budget
     from codec.semantic import concat_patches
 
     device = next(audiomae.parameters()).device
-    rows = [concat_patches(audiomae(chunk.to(device)), concat_factor).flatten(0, 1).float().cpu()
+    center = codebook.center if codebook is not None else (lambda features: features)
+    rows = [center(concat_patches(audiomae(chunk.to(device)), concat_factor)).flatten(0, 1).float().cpu()
             for chunk in iter_fbank_segments(pad_to_segments(wave))]
     return torch.cat(rows)[: token_budget(wave.numel(), concat_factor)[1]]
 
@@ -242,7 +245,7 @@ class SemanticTokenizer:
         """``semantic`` and ``continuous`` pooled features [2PF] of one 16-kHz waveform [N]."""
         from codec.semantic import tokens_per_time_step
 
-        continuous = audiomae_features(self.audiomae, wave, self.concat_factor)
+        continuous = audiomae_features(self.audiomae, wave, self.concat_factor, self.codebook)
         centroids = self.codebook.lookup(self.codebook.nearest(continuous[None]))[0]
         positions = tokens_per_time_step(self.concat_factor)
         return {"semantic": pool_by_position(centroids, positions),
@@ -259,7 +262,7 @@ def load_semantic_tokenizer(codec, path: str | Path, audiomae: str | Path | None
     from safetensors import SafetensorError, safe_open
 
     from codec.checkpoints import CheckpointError, load_state
-    from codec.config import get_config
+    from codec.config import PATCHES_PER_SEGMENT, get_config
     from codec.semantic import SemanticCodebook
 
     model = codec.encoder.audiomae
@@ -288,6 +291,8 @@ def load_semantic_tokenizer(codec, path: str | Path, audiomae: str | Path | None
             if key not in handle.keys():
                 raise ValueError(f"--semantic-codebook {file}: no {key} (not a k-means codebook)")
             centroids = handle.get_tensor(key).float()
+            centring = key.replace("centroids", "position_mean")
+            position_mean = handle.get_tensor(centring).float() if centring in handle.keys() else None
     except (OSError, SafetensorError) as error:
         raise ValueError(f"--semantic-codebook {file}: cannot read it ({error})") from None
     try:
@@ -301,6 +306,11 @@ def load_semantic_tokenizer(codec, path: str | Path, audiomae: str | Path | None
                          f"{codec.config.name}'s AudioMAE at {100 // concat_factor} tokens/s (width {width})")
     codebook = SemanticCodebook(centroids.shape[0], width)
     codebook.load_centroids(centroids)
+    if position_mean is not None:
+        if tuple(position_mean.shape) != (PATCHES_PER_SEGMENT // concat_factor, width):
+            raise ValueError(f"--semantic-codebook {file}: position_mean {list(position_mean.shape)} does not fit "
+                             f"{PATCHES_PER_SEGMENT // concat_factor} tokens of width {width} per segment")
+        codebook.set_position_mean(position_mean)
     return SemanticTokenizer(model, codebook.to(codec.device), concat_factor, str(file))
 
 
@@ -312,7 +322,7 @@ def codec_features(codec, wave: torch.Tensor) -> dict[str, torch.Tensor]:
 
     tokens, lengths = codec.encode_waveforms([wave.to(codec.device)])
     features = token_features(codec, tokens[0, : int(lengths[0])])
-    continuous = audiomae_features(codec.encoder.audiomae, wave, codec.config.concat_factor)
+    continuous = audiomae_features(codec.encoder.audiomae, wave, codec.config.concat_factor, codec.encoder.semantic_codebook)
     features["continuous"] = pool_by_position(continuous, tokens_per_time_step(codec.config.concat_factor))
     return features
 
@@ -508,7 +518,7 @@ def _load_token_clips(settings: ProbeSettings, codec, splits: list[str]) -> tupl
                     raise ValueError("no 'audio' path")
                 wave = _audio(manifest.parent / audio)
                 features = token_features(codec, tokens.tokens[row.item, : row.frames])
-                continuous = audiomae_features(codec.encoder.audiomae, wave, codec.config.concat_factor)
+                continuous = audiomae_features(codec.encoder.audiomae, wave, codec.config.concat_factor, codec.encoder.semantic_codebook)
                 features["continuous"] = pool_by_position(continuous, tokens_per_time_step(codec.config.concat_factor))
             except (ValueError, RuntimeError) as error:  # bad token file or audio: report, go on
                 problems.append(f"{row.where}: {error}")

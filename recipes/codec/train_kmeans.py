@@ -8,7 +8,10 @@ Each step encodes a batch of 10.24-s ``train`` crops with the frozen AudioMAE (w
 a), joins patches K at a time as the codec does (``concat_patches``), drops the silent padding rows
 and makes one mini-batch k-means update (``codec/training/kmeans.py``). ``model.domain_sizes``
 (e.g. ``{sfx: 512, speech: 256, music: 256}``) fits one codebook per domain and concatenates them,
-as the paper does; by default one codebook covers all domains. Writes the official layout
+as the paper does; by default one codebook covers all domains. ``model.center_positions: true``
+first measures the mean feature at each token position of a segment over the initialisation batches
+and fits the codebook on the features minus it (``codec.semantic.SemanticCodebook.position_mean``,
+carried in the weights; a small AudioMAE's features are mostly their patch's position). Writes the official layout
 ``<run_dir>/codebook_idx/combine_{512|256|128}_audioset_dominate/codebook_{V/2}_0.npy`` and
 ``<run_dir>/weights.safetensors`` (``encoder.semantic_codebook.centroids``).
 
@@ -25,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from codec.acoustic import silence_cutoff_rows
-from codec.semantic import AudioMAE, concat_patches
+from codec.semantic import AudioMAE, concat_patches, tokens_per_time_step
 from semanticodec_lm.training.codec_stages import (
     StageModule,
     load_into,
@@ -47,6 +50,7 @@ class KMeansModule(StageModule):
 
     def __init__(self, codec: str, seed: int = 0, audiomae: str | None = None,
                  domain_sizes: dict[str, int] | None = None, init_batches: int = 1, reseed_after: int = 20,
+                 center_positions: bool = False,
                  lr: float = 0.0, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
                  warmup_steps: int = 0, min_lr_ratio: float = 1.0) -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
@@ -63,6 +67,8 @@ class KMeansModule(StageModule):
             raise SystemExit(f"model.domain_sizes {domain_sizes} must name domains of {DOMAINS} and sum to the "
                              f"semantic vocabulary size {config.semantic_vocab_size}")
         self.kmeans = MiniBatchKMeans(sizes, config.feature_dim, reseed_after)
+        # Set from the initialisation batches when center_positions; zero (no centring) until then.
+        self.register_buffer("position_mean", torch.zeros(config.tokens_per_segment, config.feature_dim))
         self.placeholder = torch.nn.Parameter(torch.zeros(1))
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -76,10 +82,10 @@ class KMeansModule(StageModule):
 
     @torch.no_grad()
     def features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch -> (rows [B*T, F], block index int64 [B*T], -1 for silent padding rows)."""
+        """Batch -> (rows [B*T, F] minus ``position_mean``, block index int64 [B*T], -1 for silent padding rows)."""
         config = self.codec_config
         fbank = segment_fbank(batch["audio"])
-        rows = concat_patches(self.audiomae(fbank), config.concat_factor)
+        rows = concat_patches(self.audiomae(fbank), config.concat_factor) - self.position_mean
         cutoff = silence_cutoff_rows(fbank, config.tokens_per_segment)
         valid = torch.arange(rows.shape[1], device=rows.device)[None, :] < cutoff[:, None]
         if self.block_names == [None]:
@@ -108,6 +114,8 @@ class KMeansModule(StageModule):
             self.pending.append((self.gather(rows), self.gather(blocks)))
             if len(self.pending) >= self.hparams.init_batches:
                 points, point_blocks = (torch.cat(parts) for parts in zip(*self.pending))
+                if self.hparams.center_positions:
+                    points = points - self.estimate_position_mean(points, point_blocks)
                 try:
                     self.kmeans.initialise(points, point_blocks, generator)
                 except ValueError as error:
@@ -116,6 +124,25 @@ class KMeansModule(StageModule):
             return {}
         keep = blocks >= 0
         return self.kmeans.update(rows[keep], blocks[keep], generator, self.reduce)
+
+    def estimate_position_mean(self, points: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        """Set ``position_mean`` [T, F] to the mean of the non-padding rows at each token position of
+        the initialisation batches (rows [N*T, F] in segment order); returns it repeated over the rows.
+
+        A position that only ever held padding (clips shorter than a segment) takes the mean of all
+        rows at its frequency position."""
+        positions = self.position_mean.shape[0]
+        rows = points.reshape(-1, positions, points.shape[-1])
+        kept = (blocks >= 0).reshape(-1, positions, 1).to(rows.dtype)
+        if not bool(kept.any()):
+            raise SystemExit("model.center_positions: the initialisation batches hold no rows to measure")
+        sums, counts = (rows * kept).sum(dim=0), kept.sum(dim=0)
+        per_time_step = tokens_per_time_step(self.codec_config.concat_factor)
+        by_frequency = (sums.reshape(-1, per_time_step, sums.shape[-1]).sum(dim=0)
+                        / counts.reshape(-1, per_time_step, 1).sum(dim=0).clamp(min=1))
+        fallback = by_frequency.repeat(positions // per_time_step, 1)
+        self.position_mean.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), fallback))
+        return self.position_mean.repeat(rows.shape[0], 1)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         logs = self.kmeans_step(batch)
@@ -137,7 +164,10 @@ class KMeansModule(StageModule):
     def export_weights(self) -> dict[str, torch.Tensor]:
         if not self.kmeans.initialised:
             raise SystemExit("k-means never initialised: train for more than model.init_batches steps")
-        return {"encoder.semantic_codebook.centroids": self.kmeans.centroids.detach().cpu().clone()}
+        weights = {"encoder.semantic_codebook.centroids": self.kmeans.centroids.detach().cpu().clone()}
+        if self.hparams.center_positions:
+            weights["encoder.semantic_codebook.position_mean"] = self.position_mean.detach().cpu().clone()
+        return weights
 
 
 def main(argv: list[str] | None = None) -> dict:

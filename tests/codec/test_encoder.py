@@ -141,3 +141,20 @@ def test_bad_inputs_give_clear_errors():
         encoder.tokens_to_features(torch.zeros(1, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="semantic token ids"):
         encoder.tokens_to_features(torch.tensor([[[64, 0]]]))
+
+
+def test_a_centred_codebook_quantises_features_minus_their_position_mean():
+    torch.manual_seed(0)
+    encoder = SemantiCodecEncoder(get_config("tiny-50")).eval()
+    fbank = torch.randn(2, 1024, 128)
+    with torch.inference_mode():
+        plain = encoder.encode_segments_detailed(fbank)
+    mean = plain.features.mean(dim=0)  # [T, F]
+    encoder.semantic_codebook.set_position_mean(mean)
+    with torch.inference_mode():
+        centred = encoder.encode_segments_detailed(fbank)
+    torch.testing.assert_close(centred.features, plain.features - mean)
+    assert torch.equal(centred.tokens[..., 0], encoder.semantic_codebook.nearest(plain.features - mean))
+    assert not torch.equal(centred.tokens[..., 0], plain.tokens[..., 0])
+    assert set(encoder.official_state_dict()) == set(SemantiCodecEncoder(get_config("tiny-50")).official_state_dict())
+    assert CENTROIDS_KEY.replace("centroids", "position_mean") in encoder.state_dict()

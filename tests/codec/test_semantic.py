@@ -166,3 +166,35 @@ def test_tokens_per_time_step_gives_each_tokens_frequency_position(concat_factor
     assert torch.equal(tokens[:, 0], expected.float())
     with pytest.raises(ValueError, match="concat_factor"):
         tokens_per_time_step(3)
+
+
+def test_position_centring_is_absent_by_default_and_travels_in_the_state_dict():
+    plain = SemanticCodebook(4, 3)
+    assert "position_mean" not in plain.state_dict()  # official and shipped codecs: keys and digests unchanged
+    features = torch.randn(2, 5, 3)
+    assert torch.equal(plain.center(features), features)
+
+    centred = SemanticCodebook(4, 3)
+    mean = torch.randn(5, 3)
+    centred.set_position_mean(mean)
+    torch.testing.assert_close(centred.center(features), features - mean)
+    assert torch.equal(centred.nearest(centred.center(features)), nearest_codeword(features - mean, centred.centroids))
+
+    loaded = SemanticCodebook(4, 3)
+    loaded.load_state_dict(centred.state_dict(), strict=True)
+    assert torch.equal(loaded.position_mean, mean)
+    loaded.load_state_dict({}, strict=True)  # an official checkpoint: what was injected stays
+    assert torch.equal(loaded.position_mean, mean)
+    loaded.load_state_dict(plain.state_dict(), strict=True)  # a codebook fitted without centring
+    assert loaded.position_mean is None and torch.equal(loaded.centroids, plain.centroids)
+
+
+def test_position_centring_refuses_bad_shapes():
+    codebook = SemanticCodebook(4, 3)
+    with pytest.raises(ValueError, match=r"position_mean must be \[positions, 3\]"):
+        codebook.set_position_mean(torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        codebook.set_position_mean(torch.full((5, 3), float("nan")))
+    codebook.set_position_mean(torch.zeros(5, 3))
+    with pytest.raises(ValueError, match=r"segment features \[S, 5, 3\]"):
+        codebook.center(torch.zeros(1, 4, 3))

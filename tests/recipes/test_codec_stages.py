@@ -422,3 +422,26 @@ def test_every_stage_trains_under_bf16_autocast_with_its_float32_targets(corpus,
     loss.backward()
     assert torch.isfinite(loss)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.trainable_parameters())
+
+
+def test_kmeans_with_centred_positions_fits_content_not_position(corpus, tmp_path):
+    from semanticodec_lm.probe import load_semantic_tokenizer
+
+    def fit(name: str, *extra: str) -> dict:
+        kmeans_main(["--config", str(CONFIGS / "kmeans_tiny.yaml"), f"data.manifest={corpus}", "model.audiomae=null",
+                     f"run_dir={tmp_path / name}", "logger=none", "trainer.max_steps=4", "trainer.accelerator=cpu",
+                     "model.init_batches=2", *extra])
+        return read_weights(tmp_path / name, get_config("tiny-100"), "kmeans")
+
+    plain, centred = fit("plain"), fit("centred", "model.center_positions=true")
+    assert "encoder.semantic_codebook.position_mean" not in plain
+    mean = centred["encoder.semantic_codebook.position_mean"]
+    config = get_config("tiny-100")
+    assert mean.shape == (config.tokens_per_segment, config.feature_dim) and torch.isfinite(mean).all()
+    # An untrained AudioMAE's features are its position embeddings plus a little content: the plain
+    # codebook's centroids sit far from zero, the centred one's around it.
+    assert centred["encoder.semantic_codebook.centroids"].mean(0).norm() < 0.2 * plain["encoder.semantic_codebook.centroids"].mean(0).norm()
+
+    codec = SemantiCodec(config)
+    tokenizer = load_semantic_tokenizer(codec, tmp_path / "centred")
+    torch.testing.assert_close(tokenizer.codebook.position_mean, mean)

@@ -224,3 +224,28 @@ def test_run_probe_with_a_semantic_codebook_of_another_rate(tmp_path):
                             (tmp_path / "vae.safetensors", "not a k-means codebook")):
         with pytest.raises(ValueError, match=message):
             probe.run_probe(replace(settings, output=str(tmp_path / "bad"), semantic_codebook=str(source)))
+
+
+def test_a_centred_codebook_run_centres_the_features_it_quantises(tmp_path):
+    from safetensors.torch import save_file
+
+    from codec.config import get_config
+    from codec.model import SemantiCodec
+
+    folder, run = _tiny_codec_and_kmeans(tmp_path, "tiny-100")
+    codec = SemantiCodec.from_pretrained(folder)
+    config = get_config("tiny-100")
+    centroids = torch.randn(8, config.feature_dim)
+    mean = torch.randn(config.tokens_per_segment, config.feature_dim)
+    save_file({"encoder.semantic_codebook.centroids": centroids, "encoder.semantic_codebook.position_mean": mean},
+              str(run / "weights.safetensors"), metadata={"codec_config": "tiny-100", "stage": "kmeans"})
+    tokenizer = probe.load_semantic_tokenizer(codec, run)
+    wave = 0.2 * torch.randn(24000, generator=torch.Generator().manual_seed(1))
+    raw = probe.audiomae_features(codec.encoder.audiomae, wave, 1)
+    centred = probe.audiomae_features(codec.encoder.audiomae, wave, 1, tokenizer.codebook)
+    torch.testing.assert_close(centred, raw - mean[: raw.shape[0]])
+
+    save_file({"encoder.semantic_codebook.centroids": centroids, "encoder.semantic_codebook.position_mean": mean[:5]},
+              str(run / "weights.safetensors"), metadata={"codec_config": "tiny-100", "stage": "kmeans"})
+    with pytest.raises(ValueError, match="position_mean .* does not fit"):
+        probe.load_semantic_tokenizer(codec, run)
