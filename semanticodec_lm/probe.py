@@ -227,6 +227,28 @@ def audiomae_features(audiomae: nn.Module, wave: torch.Tensor, concat_factor: in
     return torch.cat(rows)[: token_budget(wave.numel(), concat_factor)[1]]
 
 
+def position_variance_shares(features: torch.Tensor, per_time_step: int) -> dict[str, float]:
+    """How much of the variance of semantic features is where a token sits rather than what it holds.
+
+    ``features`` float [N, T, F]: N clips' features over the same T token positions (token order:
+    ``per_time_step`` frequency positions per time step, :func:`codec.semantic.tokens_per_time_step`).
+    Returns the share of the total variance explained by the mean at each frequency position
+    (``frequency``), the further share explained by the mean at each (time, frequency) position
+    (``time``), and the rest (``content``); they sum to 1.
+    """
+    if features.dim() != 3 or features.shape[0] < 2 or features.shape[1] % per_time_step:
+        raise ValueError(f"expected features [clips >= 2, T (a multiple of {per_time_step}), F], "
+                         f"got {list(features.shape)}")
+    grid = features.double().reshape(features.shape[0], -1, per_time_step, features.shape[-1])
+    overall = grid.mean(dim=(0, 1, 2))
+    total = (grid - overall).pow(2).mean(dim=(0, 1, 2)).sum()
+    by_frequency = grid.mean(dim=(0, 1))  # [P, F]
+    by_position = grid.mean(dim=0)  # [T/P, P, F]
+    frequency = (by_frequency - overall).pow(2).mean(dim=0).sum() / total
+    time = (by_position - by_frequency).pow(2).mean(dim=(0, 1)).sum() / total
+    return {"frequency": float(frequency), "time": float(time), "content": float(1.0 - frequency - time)}
+
+
 @dataclass
 class SemanticTokenizer:
     """The semantic half of an encoder: an AudioMAE and a k-means codebook of one token rate.

@@ -249,3 +249,21 @@ def test_a_centred_codebook_run_centres_the_features_it_quantises(tmp_path):
               str(run / "weights.safetensors"), metadata={"codec_config": "tiny-100", "stage": "kmeans"})
     with pytest.raises(ValueError, match="position_mean .* does not fit"):
         probe.load_semantic_tokenizer(codec, run)
+
+
+def test_position_variance_shares_separate_frequency_time_and_content():
+    generator = torch.Generator().manual_seed(0)
+    clips, steps, per_step, width = 64, 6, 4, 5
+    frequency = torch.randn(1, 1, per_step, width, generator=generator).expand(clips, steps, per_step, width)
+    time = torch.randn(1, steps, per_step, width, generator=generator).expand(clips, steps, per_step, width)
+    content = torch.randn(clips, steps, per_step, width, generator=generator)
+    flat = lambda grid: grid.reshape(clips, steps * per_step, width)  # noqa: E731
+    only_frequency = probe.position_variance_shares(flat(frequency), per_step)
+    assert only_frequency["frequency"] == pytest.approx(1.0) and abs(only_frequency["time"]) < 1e-9
+    only_time = probe.position_variance_shares(flat(time - time.mean(dim=1, keepdim=True)), per_step)
+    assert only_time["time"] == pytest.approx(1.0) and abs(only_time["frequency"]) < 1e-9
+    mixed = probe.position_variance_shares(flat(3 * time + content), per_step)
+    assert sum(mixed.values()) == pytest.approx(1.0)
+    assert mixed["time"] + mixed["frequency"] > 0.8 and 0.03 < mixed["content"] < 0.2  # 1 part in 10, less sampling
+    with pytest.raises(ValueError, match="a multiple of 4"):
+        probe.position_variance_shares(torch.zeros(3, 7, 2), 4)
