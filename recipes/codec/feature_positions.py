@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
+from codec.audio import load_audio
 from codec.config import PATCHES_PER_SEGMENT
 from codec.model import SemantiCodec
 from codec.semantic import tokens_per_time_step
 from semanticodec_lm.corpus.manifest import evenly_spaced, read_manifest
-from semanticodec_lm.probe import _audio, audiomae_features, load_semantic_tokenizer, position_variance_shares
+from semanticodec_lm.probe import audiomae_features, load_semantic_tokenizer, position_variance_shares
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     per_time_step = tokens_per_time_step(factor)
     tokens = int(args.seconds / 10.24 * PATCHES_PER_SEGMENT / factor) // per_time_step * per_time_step
     with torch.inference_mode():
-        features = torch.stack([audiomae_features(audiomae, _audio(manifest.parent / row["path"]), factor, codebook)[:tokens]
+        features = torch.stack([audiomae_features(audiomae, load_audio(manifest.parent / row["path"]), factor, codebook)[:tokens]
                                 for row in evenly_spaced(rows, args.clips)])
     shares = position_variance_shares(features, per_time_step)
     print(f"{len(features)} {args.split} clips, {tokens} tokens each ({args.seconds:g} s), features {features.shape[-1]} wide")
