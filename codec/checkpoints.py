@@ -97,8 +97,11 @@ def read_codebook(path: str | os.PathLike, config: CodecConfig) -> torch.Tensor:
 def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
     """load_state_dict(strict=True) with one readable error listing missing/unexpected/mis-shaped keys."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    # Buffers a module may or may not hold (its load hook sets or drops them), e.g. a centred codebook's mean.
+    optional = {f"{prefix}.{key}".lstrip(".") for prefix, sub in module.named_modules()
+                for key in getattr(sub, "optional_state_keys", ())}
+    missing = sorted(set(own) - set(state) - optional)
+    unexpected = sorted(set(state) - set(own) - optional)
     wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or wrong:
         parts = []

@@ -285,6 +285,8 @@ class SemanticCodebook(nn.Module):
     ``model.center_positions``).
     """
 
+    optional_state_keys = ("position_mean",)  # :func:`codec.checkpoints.load_state` lets it come or go
+
     def __init__(self, vocab_size: int, feature_dim: int) -> None:
         super().__init__()
         self.register_buffer("centroids", torch.randn(vocab_size, feature_dim))

@@ -146,7 +146,7 @@ class LDMModule(StageModule):
         fbank = segment_fbank(batch["audio"])
         tokens = config.tokens_per_segment
         with torch.no_grad(), full_precision(fbank.device):
-            features = concat_patches(encoder.audiomae(fbank), config.concat_factor)
+            features = encoder.semantic_codebook.center(concat_patches(encoder.audiomae(fbank), config.concat_factor))
             centroids = encoder.semantic_codebook.lookup(encoder.semantic_codebook.nearest(features))
             cutoff = silence_cutoff_rows(fbank, tokens)
         lstm_input = build_lstm_input(features, centroids, cutoff)

@@ -202,3 +202,13 @@ def test_tokens_digest_follows_the_encoder_weights_only():
         assert twin.tokens_digest() == digest
         twin.encoder.quantizer._codebook.embed.add_(1e-3)  # the acoustic codebook does
         assert twin.tokens_digest() != digest
+
+
+def test_a_codec_with_a_centred_codebook_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    codec = SemantiCodec(get_config("tiny-100"))
+    mean = torch.randn(codec.config.tokens_per_segment, codec.config.feature_dim)
+    codec.encoder.semantic_codebook.set_position_mean(mean)
+    loaded = SemantiCodec.from_pretrained(codec.save_pretrained(tmp_path / "centred"))
+    assert torch.equal(loaded.encoder.semantic_codebook.position_mean, mean)
+    assert loaded.tokens_digest() == codec.tokens_digest() != SemantiCodec(get_config("tiny-100")).tokens_digest()

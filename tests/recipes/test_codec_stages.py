@@ -445,3 +445,23 @@ def test_kmeans_with_centred_positions_fits_content_not_position(corpus, tmp_pat
     codec = SemantiCodec(config)
     tokenizer = load_semantic_tokenizer(codec, tmp_path / "centred")
     torch.testing.assert_close(tokenizer.codebook.position_mean, mean)
+
+
+def test_ldm_conditions_on_the_codebook_s_centred_tokens_as_the_encoder_gives_them(tmp_path):
+    from semanticodec_lm.training.codec_stages import write_weights
+
+    torch.manual_seed(0)
+    config = get_config("tiny-100")
+    folder = SemantiCodec(config).save_pretrained(tmp_path / "start")
+    weights = {"encoder.semantic_codebook.centroids": torch.randn(config.semantic_vocab_size, config.feature_dim),
+               "encoder.semantic_codebook.position_mean": torch.randn(config.tokens_per_segment, config.feature_dim)}
+    kmeans = write_weights(tmp_path / "kmeans.safetensors", weights, config, "kmeans")
+    module = LDMModule("tiny-100", init_from=str(folder), kmeans=str(kmeans), cfg_dropout=0.0)
+    encoder = module.codec.encoder
+    assert torch.equal(encoder.semantic_codebook.position_mean, weights["encoder.semantic_codebook.position_mean"])
+    audio = 0.1 * torch.randn(1, SEGMENT_SAMPLES, generator=torch.Generator().manual_seed(1))
+    batch = {"audio": audio, "length": torch.tensor([SEGMENT_SAMPLES])}
+    with torch.no_grad():
+        _, kept, _, _ = module.conditioning(batch, torch.Generator().manual_seed(0), update_codebook=False)
+        expected = encoder.encode_segments_detailed(segment_fbank(audio)).centroids
+    torch.testing.assert_close(kept[..., config.feature_dim:], expected)
