@@ -94,8 +94,8 @@ class AudioLMModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = lm_loss(self.model, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["inputs"].shape[0])
-        group = self.optimizers().param_groups[0]
-        self.log("train/lr", group["lr"] / group["lr_scale"], batch_size=batch["inputs"].shape[0])
+        group = self.optimizers().param_groups[0]  # checkpoints from before warm_lr_scale have no lr_scale
+        self.log("train/lr", group["lr"] / group.get("lr_scale", 1.0), batch_size=batch["inputs"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
