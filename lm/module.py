@@ -33,8 +33,7 @@ from lm.text import TextTokenizer
 
 def lm_loss(model: AudioLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-id cross-entropy (float32) over targets that are not -100; batch from :func:`lm.data.collate`."""
-    logits = model(batch["inputs"])
-    return F.cross_entropy(logits.float().flatten(0, 1), batch["targets"].flatten(), ignore_index=IGNORE_INDEX)
+    return token_losses(model, batch).sum() / (batch["targets"] != IGNORE_INDEX).sum().clamp(min=1)
 
 
 def token_losses(model: AudioLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
