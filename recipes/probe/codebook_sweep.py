@@ -14,8 +14,10 @@ rows are assigned in the transformed space, and a clip's features pool the clust
 original space, which is what the codec's centroid lookup gives. Beside them: the continuous
 features of each block set, the mel k-means baseline of ``--baseline-codes`` (100 frames a second,
 as ``semanticodec probe`` has it) and, below 100 tokens/s, the same baseline on mel frames averaged
-to the token rate, so that it counts as many frames a second as the tokens. Linear and MLP
-probes as in ``semanticodec probe``; ``<out>/sweep.md`` and ``sweep.json`` hold the results.
+to the token rate, so that it counts as many frames a second as the tokens. ``--center-with`` (a
+``train_kmeans.py`` run fitted with ``model.center_positions=true`` at the same rate) subtracts that
+codebook's mean feature at each token position before anything else, as the codec does. Linear and
+MLP probes as in ``semanticodec probe``; ``<out>/sweep.md`` and ``sweep.json`` hold the results.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ from codec.training.kmeans import lloyd_kmeans
 from semanticodec_lm.probe import (
     TASKS,
     ProbeClip,
+    SemanticTokenizer,
     add_mel_kmeans_features,
     audiomae_features,
+    load_semantic_tokenizer,
     pool_by_position,
     probe_task,
     task_label,
@@ -124,22 +128,39 @@ def _load_clips(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[st
 
 
 def _block_features(codec: SemantiCodec, clips: list[dict[str, Any]], blocks: tuple[int, ...], concat_factor: int,
-                    cache: Path, encoder_digest: str) -> list[torch.Tensor]:
-    """Per clip AudioMAE features [T, E*K] of ``blocks`` (float16 values, as float32), read from ``cache``
-    when it holds these clips for the encoder ``encoder_digest`` (a codec's ``tokens_digest``), else
-    computed and cached."""
-    key = {"encoder": encoder_digest, "ids": [str(clip["path"]) for clip in clips]}
+                    cache: Path, encoder_digest: str, centring: SemanticTokenizer | None) -> list[torch.Tensor]:
+    """Per clip AudioMAE features [T, E*K] of ``blocks`` (float16 values, as float32; centred by
+    ``centring``'s codebook when given), read from ``cache`` when it holds these clips for the encoder
+    ``encoder_digest`` (a codec's ``tokens_digest``) and the same centring, else computed and cached."""
+    key = {"encoder": encoder_digest, "ids": [str(clip["path"]) for clip in clips],
+           "centred_by": centring.source if centring else None}
     if cache.exists():
         stored = torch.load(cache, weights_only=True)
         if stored.get("key") == key:
             return [rows.float() for rows in stored["features"]]
     model = _audiomae_with_blocks(codec, blocks)
     # float16 halves the cache; a fresh run uses the same rounded values, so reruns agree
-    features = [audiomae_features(model, clip["wave"], concat_factor).half()
+    codebook = centring.codebook if centring else None
+    features = [audiomae_features(model, clip["wave"], concat_factor, codebook).half()
                 for clip in tqdm(clips, desc=f"AudioMAE blocks {blocks}", unit="clip")]
     with atomic_path(cache) as temporary:
         torch.save({"key": key, "features": features}, temporary)
     return [rows.float() for rows in features]
+
+
+def _centring(codec: SemantiCodec, run: str | None, concat_factor: int) -> SemanticTokenizer | None:
+    """The k-means run ``run`` (None: no centring) as a tokenizer whose codebook centres the features;
+    ValueError if it has no position mean or was fitted for another token rate."""
+    if run is None:
+        return None
+    tokenizer = load_semantic_tokenizer(codec, run)
+    if tokenizer.codebook.position_mean is None:
+        raise ValueError(f"--center-with {run}: its codebook has no position mean (fit it with "
+                         "model.center_positions=true)")
+    if tokenizer.concat_factor != concat_factor:
+        raise ValueError(f"--center-with {run}: fitted for {100 // tokenizer.concat_factor} tokens/s, "
+                         f"not {100 // concat_factor}")
+    return tokenizer
 
 
 def run_sweep(codec: SemantiCodec, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -163,11 +184,13 @@ def run_sweep(codec: SemantiCodec, args: argparse.Namespace) -> list[dict[str, A
         raise SystemExit(f"--task {args.task}: fewer than two labels among the train clips of {args.manifest}")
     generator = torch.Generator().manual_seed(args.seed)
     encoder_digest = codec.tokens_digest()
+    centring = _centring(codec, args.center_with, concat_factor)
     names = []
     for blocks in args.blocks:
         tag = "b" + "-".join(map(str, blocks))
         features = _block_features(codec, clips, blocks, concat_factor,
-                                   Path(args.out) / f"features-{args.task}-{args.rate}-{tag}.pt", encoder_digest)
+                                   Path(args.out) / f"features-{args.task}-{args.rate}-{tag}.pt", encoder_digest,
+                                   centring)
         train = torch.cat([f for f, c in zip(features, clips) if c["split"] == "train"])
         train = train[torch.randperm(train.shape[0], generator=generator)[:FIT_ROWS]]
         for transform in args.transforms:
@@ -221,6 +244,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--baseline-codes", type=int, default=1024)
     parser.add_argument("--transforms", default="raw,diag,white")
     parser.add_argument("--blocks", type=_blocks, action="append", help="repeatable; default: the codec's own")
+    parser.add_argument("--center-with", default=None, metavar="KMEANS_RUN",
+                        help="subtract this centred k-means run's mean feature at each token position first")
     parser.add_argument("--eval-splits", default="valid,test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", required=True)

@@ -125,3 +125,46 @@ def test_bad_arguments_name_the_argument(world, tmp_path, capsys):
     missing = tmp_path / "nowhere.jsonl"
     with pytest.raises(SystemExit, match="nowhere.jsonl"):
         codebook_sweep.main(["--manifest", str(missing), *base[2:]])
+
+
+def _kmeans_run(folder: Path, config_name: str, position_mean: bool) -> Path:
+    """A k-means weights file as train_kmeans.py writes it, with a random position mean or none."""
+    from safetensors.torch import save_file
+
+    config = get_config(config_name)
+    folder.mkdir()
+    tensors = {"encoder.semantic_codebook.centroids": torch.randn(8, config.feature_dim)}
+    if position_mean:
+        tensors["encoder.semantic_codebook.position_mean"] = torch.randn(config.tokens_per_segment, config.feature_dim)
+    save_file(tensors, str(folder / "weights.safetensors"), metadata={"codec_config": config_name, "stage": "kmeans"})
+    return folder
+
+
+def test_center_with_subtracts_the_codebook_s_position_mean_and_caches_apart(world, tmp_path):
+    torch.manual_seed(0)
+    run = _kmeans_run(tmp_path / "kmeans", "tiny-25", position_mean=True)
+    base = ["--manifest", str(world / "world" / "manifest.jsonl"), "--codec", str(world / "codec"), "--task", "class",
+            "--rate", "25", "--codes", "8", "--baseline-codes", "8", "--transforms", "raw", "--eval-splits", "valid"]
+    codebook_sweep.main([*base, "-o", str(tmp_path / "plain")])
+    codebook_sweep.main([*base, "--center-with", str(run), "-o", str(tmp_path / "centred")])
+    [plain_file] = (tmp_path / "plain").glob("features-*.pt")
+    [centred_file] = (tmp_path / "centred").glob("features-*.pt")
+    plain, centred = (torch.load(f, weights_only=True) for f in (plain_file, centred_file))
+    assert centred["key"]["centred_by"].endswith("weights.safetensors") and plain["key"]["centred_by"] is None
+    from safetensors.torch import load_file
+
+    mean = load_file(str(run / "weights.safetensors"))["encoder.semantic_codebook.position_mean"]
+    for raw, shifted in zip(plain["features"], centred["features"]):
+        # rows follow the segments' token positions; clips here are shorter than one segment
+        torch.testing.assert_close(shifted.float(), (raw.float() - mean[: raw.shape[0]]).half().float(),
+                                   atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("config_name, position_mean, message", [("tiny-25", False, "has no position mean"),
+                                                                  ("tiny-50", True, "fitted for 50 tokens/s")])
+def test_center_with_refuses_a_codebook_it_cannot_use(world, tmp_path, config_name, position_mean, message):
+    run = _kmeans_run(tmp_path / "kmeans", config_name, position_mean)
+    with pytest.raises(SystemExit, match=message):
+        codebook_sweep.main(["--manifest", str(world / "world" / "manifest.jsonl"), "--codec", str(world / "codec"),
+                             "--task", "class", "--rate", "25", "--codes", "8", "--transforms", "raw",
+                             "--center-with", str(run), "-o", str(tmp_path / "out")])
