@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from lm.api import load_lm_folder
 from lm.config import LM_SIZES, lm_config
 from lm.generate import sample_next
 from lm.model import AudioLM
+from semanticodec_lm.hardware import cpu_description
 
 
 def _rss_mb(field: str) -> float:
@@ -119,6 +119,7 @@ def measure(args: argparse.Namespace) -> dict:
         "prefill_ms": 1000 * statistics.median(prefill for _, prefill in runs),
         "peak_mb": memory.peak(),
         "parameters": model.num_parameters(),
+        "vocabulary": f"{config.semantic_vocab_size}+{config.acoustic_vocab_size}",
     }
 
 
@@ -127,7 +128,7 @@ def run_child(args: argparse.Namespace, size: str, context: int, variant: str) -
     for name in ("device", "dtype", "batch", "new_tokens", "recompute_tokens", "repeats", "threads",
                  "semantic_vocab", "acoustic_vocab"):
         command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"measurement {size}/{context}/{variant} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -160,25 +161,26 @@ def main() -> None:
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda given but CUDA is not available")
     sizes = args.sizes or (["small", "medium"] if cuda else ["tiny", "small"])
-    name = torch.cuda.get_device_name(args.device) if cuda else f"{platform.processor() or platform.machine()} CPU"
+    name = torch.cuda.get_device_name(args.device) if cuda else cpu_description()
     details = [f"Device: {name}", f"torch {torch.__version__}", args.dtype, f"batch {args.batch}"]
     if not cuda:
         details.append(f"{args.threads or torch.get_num_threads()} threads")
-    details += [f"vocabulary {args.semantic_vocab}+{args.acoustic_vocab}",
-                f"median of {args.repeats} runs ({args.new_tokens} new ids cached, {args.recompute_tokens} recomputed)"]
+    if any(size in LM_SIZES for size in sizes):  # a folder's LM has its own (the table's vocabulary column)
+        details.append(f"presets' vocabulary {args.semantic_vocab}+{args.acoustic_vocab}")
+    details += [f"median of {args.repeats} runs ({args.new_tokens} new ids cached, {args.recompute_tokens} recomputed)"]
     print("; ".join(details) + "\n")
-    print("| size | parameters | context | cached tok/s | recompute tok/s | speed-up | prefill ms "
+    print("| size | parameters | vocabulary | context | cached tok/s | recompute tok/s | speed-up | prefill ms "
           "| cached peak MB | recompute peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         holds = None if size in LM_SIZES else load_lm_folder(size).model.config.max_seq_len
         for context in args.contexts:
             if holds is not None and context + max(args.new_tokens, args.recompute_tokens) > holds:
-                print(f"| {size} | | {context} | longer than the {holds} positions it holds | | | | | |")
+                print(f"| {size} | | | {context} | longer than the {holds} positions it holds | | | | | |")
                 continue
             cached = run_child(args, size, context, "cached")
             recompute = run_child(args, size, context, "recompute")
-            print(f"| {size} | {cached['parameters'] / 1e6:.1f} M | {context} | {cached['tokens_per_s']:.1f} "
+            print(f"| {size} | {cached['parameters'] / 1e6:.1f} M | {cached['vocabulary']} | {context} | {cached['tokens_per_s']:.1f} "
                   f"| {recompute['tokens_per_s']:.2f} | {cached['tokens_per_s'] / recompute['tokens_per_s']:.1f}x "
                   f"| {cached['prefill_ms']:.0f} | {cached['peak_mb']:.0f} | {recompute['peak_mb']:.0f} |", flush=True)
 
