@@ -65,12 +65,12 @@ def main() -> None:
         with torch.inference_mode():
             encoder.encode_segments(fbank[:1])  # warm-up
             one_at_a_time, ref = timed(
-                lambda: torch.cat([encoder.encode_segments(seg[None]) for seg in fbank]), args.repeats, sync
+                lambda encoder=encoder, fbank=fbank: torch.cat([encoder.encode_segments(seg[None]) for seg in fbank]), args.repeats, sync
             )
-            batched, out = timed(lambda: encoder.encode_segments(fbank), args.repeats, sync)
+            batched, out = timed(lambda encoder=encoder, fbank=fbank: encoder.encode_segments(fbank), args.repeats, sync)
             with precision_context("bf16", device):
                 encoder.encode_segments(fbank[:1])  # warm-up of the bf16 kernels
-                fast, fast_out = timed(lambda: encoder.encode_segments(fbank), args.repeats, sync)
+                fast, fast_out = timed(lambda encoder=encoder, fbank=fbank: encoder.encode_segments(fbank), args.repeats, sync)
         identical = torch.equal(ref, out)
         agreement = (fast_out == out).float().mean(dim=(0, 1)).tolist()
         rows.append((rate, one_at_a_time / args.segments, batched / args.segments, fast / args.segments,
