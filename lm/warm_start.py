@@ -45,8 +45,10 @@ class WarmStartReport:
         return f"{len(self.copied)} tensors copied; vocabulary rows: {rows}; left at initialisation: {left}{grown}"
 
     def trained_parameters(self) -> list[str]:
-        """Names of the parameters that hold the source's weights (whole, or some vocabulary rows)."""
-        return sorted(set(self.copied) | {key.split(" ")[0] for key in self.rows})
+        """Names of the parameters that hold the source's weights: whole, or a vocabulary tensor whose
+        audio rows were copied (one whose audio rows start fresh has to learn at the full rate)."""
+        audio = {key.split(" ")[0] for key in self.rows if key.endswith((" semantic", " acoustic"))}
+        return sorted(set(self.copied) | audio)
 
     def to_dict(self) -> dict[str, Any]:
         return {"copied": len(self.copied), "rows": dict(self.rows), "skipped": list(self.skipped),
@@ -83,12 +85,12 @@ def check_same_codec(source: dict[str, Any], tokens: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool) -> WarmStartReport:
+def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool, same_audio: bool = True) -> WarmStartReport:
     """Copy ``source``'s weights into ``model`` where names and shapes allow; returns what was copied.
 
-    The caller checks that both read the same codec's tokens (:func:`check_same_codec`); ``same_text``
-    says whether they share the text tokenizer (text rows copy only then, and only when the text
-    vocabularies have the same size). Vocabulary tensors need the same model width. Blocks beyond the
+    ``same_audio`` says whether both read the same codec's tokens (:func:`check_same_codec`): the
+    semantic and acoustic rows copy only then. ``same_text`` says whether they share the text
+    tokenizer (text rows copy only then, and only when the text vocabularies have the same size). Vocabulary tensors need the same model width. Blocks beyond the
     source's depth (same width) start as identity: their residual output projections are zeroed.
     """
     report = WarmStartReport()
@@ -104,6 +106,8 @@ def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool) -> WarmStart
             with_text = same_text and ours_layout.text_vocab_size == their_layout.text_vocab_size
             mine, other = vocab_ranges(ours_layout, with_text), vocab_ranges(their_layout, with_text)
             for part, (start, end) in mine.items():
+                if part in ("semantic", "acoustic") and not same_audio:
+                    continue
                 their_start, their_end = other[part]
                 if end - start == their_end - their_start and end > start:
                     target[start:end] = value[their_start:their_end]

@@ -9,7 +9,7 @@ Everything under ``trainer:`` goes to ``lightning.Trainer`` as is. A run restart
 ``run_dir`` resumes from ``<run_dir>/checkpoints/last.ckpt``. A new run with ``model.init_from=<LM folder
 or shipped name>`` (e.g. ``model.init_from=default``, as the codec stages' ``model.init_from``) starts from
 that LM's weights wherever the shapes allow (:mod:`lm.warm_start`; its tokens must come from the same
-codec); a deeper model of the same width (``model.n_layers=8`` from a 4-layer LM) grows from it, its
+codec, or with ``model.init_from_other_codec=true`` it gives its blocks and text rows only); a deeper model of the same width (``model.n_layers=8`` from a 4-layer LM) grows from it, its
 added layers starting as identity; the optimizer and the schedule start afresh. ``optim.warm_lr_scale=0.1``
 trains the weights it copied at a tenth of ``optim.lr`` (the added layers at the full rate), so a
 re-warmed schedule does not undo what the source had learned. Logs go to wandb (offline unless
@@ -59,9 +59,12 @@ def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
     return fields
 
 
-def start_from(module: AudioLMModule, name: str, manifest: str | Path, tokenizer: TextTokenizer | None) -> dict:
+def start_from(module: AudioLMModule, name: str, manifest: str | Path, tokenizer: TextTokenizer | None,
+               other_codec: bool = False) -> dict:
     """Copy the LM ``name`` (a folder or shipped name) into ``module`` where shapes allow; returns the
-    report. SystemExit when it cannot load or was trained on another codec's tokens."""
+    report. SystemExit when it cannot load, or was trained on another codec's tokens and ``other_codec``
+    (``model.init_from_other_codec``) is false; with it true, such an LM gives its blocks and text rows
+    only."""
     try:
         folder = load_lm_folder(name)
     except LMFolderError as error:
@@ -69,13 +72,17 @@ def start_from(module: AudioLMModule, name: str, manifest: str | Path, tokenizer
     rows = read_manifest(manifest, "train")
     if not rows:
         raise SystemExit(f"{manifest}: no training rows")
+    same_audio = True
     try:
         check_same_codec(folder.codec, load_tokens(rows[0].tokens).codec)
     except WarmStartError as error:
-        raise SystemExit(f"model.init_from={name}: {error}") from None
+        if not other_codec:
+            raise SystemExit(f"model.init_from={name}: {error} (model.init_from_other_codec=true copies its "
+                             "blocks and text rows only)") from None
+        same_audio = False
     same_text = (tokenizer is not None and folder.tokenizer is not None
                  and Path(tokenizer.path).read_bytes() == Path(folder.tokenizer.path).read_bytes())
-    report = warm_start(module.model, folder.model, same_text=same_text)
+    report = warm_start(module.model, folder.model, same_text=same_text, same_audio=same_audio)
     module.mark_warm(report.trained_parameters())
     print_line(f"model.init_from={name}: {report.summary()}")
     return report.to_dict()
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = TextTokenizer(data["text_tokenizer"]) if data.get("text_tokenizer") else None
     fields = model_fields(config, tokenizer)
     init_from = fields.pop("init_from", None)
+    init_from_other_codec = bool(fields.pop("init_from_other_codec", False))
     model_config = lm_config(fields.pop("size", "small"), **fields)
     datamodule = TokenDataModule(layout=model_config.layout, seed=int(config.get("seed", 0)), **data)
     if datamodule.max_sequence_length() > model_config.max_seq_len:
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     last = checkpoint_dir / "last.ckpt"
     started_from = None
     if init_from and not last.exists():  # a resumed run already holds its weights
-        started_from = start_from(module, init_from, data["manifest"], tokenizer)
+        started_from = start_from(module, init_from, data["manifest"], tokenizer, init_from_other_codec)
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None, weights_only=True)
     # A stop by max_time (or max_steps between intervals) would otherwise leave last.ckpt behind.
     trainer.save_checkpoint(last, weights_only=False)

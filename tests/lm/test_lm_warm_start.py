@@ -136,3 +136,40 @@ def test_warm_lr_scale_slows_the_copied_layers_of_a_grown_model_and_survives_a_r
 
     with pytest.raises(SystemExit, match="optim.warm_lr_scale must be > 0"):
         train_main([*train_args(token_corpus, tmp_path / "bad", *settings), "optim.warm_lr_scale=0"])
+
+
+def test_an_lm_of_another_codec_gives_its_blocks_and_text_rows_but_not_its_audio_rows(tiny_config):
+    source, target = trained_pair(tiny_config)
+    before = target.embed.weight.clone()
+    report = warm_start(target, source, same_text=True, same_audio=False)
+    ranges = vocab_ranges(target.config.layout, True)
+    for part in ("semantic", "acoustic"):
+        start, end = ranges[part]
+        assert torch.equal(target.embed.weight[start:end], before[start:end]), part
+        assert f"embed.weight {part}" not in report.rows
+    for part in ("special", "text"):
+        start, end = ranges[part]
+        assert torch.equal(target.embed.weight[start:end], source.embed.weight[start:end]), part
+    assert torch.equal(target.blocks[0].ffn.down.weight, source.blocks[0].ffn.down.weight)
+    # its fresh audio rows must learn at the full rate: the embedding is not among the warm tensors
+    assert "embed.weight" not in report.trained_parameters()
+    assert "blocks.0.ffn.down.weight" in report.trained_parameters()
+    assert "embed.weight" in warm_start(trained_pair(tiny_config)[1], source, same_text=True).trained_parameters()
+
+
+def test_init_from_other_codec_lets_a_run_start_from_an_lm_of_other_tokens(token_corpus, tmp_path):
+    settings = ("trainer.val_check_interval=50", "logger=none")
+    train_main([*train_args(token_corpus, tmp_path / "first", *settings), "trainer.max_steps=1"])
+    codec = load_tokens(read_manifest(token_corpus, "train")[0].tokens).codec
+    folder = export_checkpoint(tmp_path / "first" / "checkpoints" / "last.ckpt", tmp_path / "model", codec)
+    config = json.loads((folder / "config.json").read_text())
+    config["codec"]["config_hash"] = "a-codec-since-retrained"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match="init_from_other_codec=true copies its blocks and text rows only"):
+        train_main([*train_args(token_corpus, tmp_path / "refused", *settings), "trainer.max_steps=1",
+                    f"model.init_from={folder}"])
+    report = train_main([*train_args(token_corpus, tmp_path / "second", *settings), "trainer.max_steps=1",
+                         f"model.init_from={folder}", "model.init_from_other_codec=true"])
+    rows = report["init_from"]["rows"]
+    assert report["init_from"]["copied"] > 0 and "embed.weight semantic" not in rows
+    assert "embed.weight acoustic" not in rows and rows["embed.weight special"] > 0
