@@ -37,12 +37,15 @@ class WarmStartReport:
     rows: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     grown: list[int] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)  # vocabulary ranges left out on purpose (another codec's)
 
     def summary(self) -> str:
         rows = ", ".join(f"{name} {count}" for name, count in self.rows.items()) or "none"
         left = ", ".join(name for name in self.skipped if block_index(name) not in self.grown) or "nothing"
         grown = f"; blocks {self.grown[0]}-{self.grown[-1]} added as identity" if self.grown else ""
-        return f"{len(self.copied)} tensors copied; vocabulary rows: {rows}; left at initialisation: {left}{grown}"
+        fresh = f"; fresh (another codec's tokens): {', '.join(self.fresh)}" if self.fresh else ""
+        return (f"{len(self.copied)} tensors copied; vocabulary rows: {rows}; left at initialisation: {left}"
+                f"{grown}{fresh}")
 
     def trained_parameters(self) -> list[str]:
         """Names of the parameters that hold the source's weights: whole, or a vocabulary tensor whose
@@ -52,7 +55,7 @@ class WarmStartReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"copied": len(self.copied), "rows": dict(self.rows), "skipped": list(self.skipped),
-                "grown": list(self.grown)}
+                "grown": list(self.grown), "fresh": list(self.fresh)}
 
 
 RESIDUAL_OUTPUTS = ("attention.out.weight", "ffn.down.weight")
@@ -107,6 +110,7 @@ def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool, same_audio: 
             mine, other = vocab_ranges(ours_layout, with_text), vocab_ranges(their_layout, with_text)
             for part, (start, end) in mine.items():
                 if part in ("semantic", "acoustic") and not same_audio:
+                    report.fresh.append(f"{name} {part}")
                     continue
                 their_start, their_end = other[part]
                 if end - start == their_end - their_start and end > start:

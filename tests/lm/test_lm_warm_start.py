@@ -146,7 +146,8 @@ def test_an_lm_of_another_codec_gives_its_blocks_and_text_rows_but_not_its_audio
     for part in ("semantic", "acoustic"):
         start, end = ranges[part]
         assert torch.equal(target.embed.weight[start:end], before[start:end]), part
-        assert f"embed.weight {part}" not in report.rows
+        assert f"embed.weight {part}" not in report.rows and f"embed.weight {part}" in report.fresh
+    assert "fresh (another codec's tokens): embed.weight semantic, embed.weight acoustic" in report.summary()
     for part in ("special", "text"):
         start, end = ranges[part]
         assert torch.equal(target.embed.weight[start:end], source.embed.weight[start:end]), part
@@ -173,3 +174,4 @@ def test_init_from_other_codec_lets_a_run_start_from_an_lm_of_other_tokens(token
     rows = report["init_from"]["rows"]
     assert report["init_from"]["copied"] > 0 and "embed.weight semantic" not in rows
     assert "embed.weight acoustic" not in rows and rows["embed.weight special"] > 0
+    assert report["init_from"]["fresh"] == ["embed.weight semantic", "embed.weight acoustic"]
