@@ -93,8 +93,9 @@ def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool, same_audio: 
 
     ``same_audio`` says whether both read the same codec's tokens (:func:`check_same_codec`): the
     semantic and acoustic rows copy only then. ``same_text`` says whether they share the text
-    tokenizer (text rows copy only then, and only when the text vocabularies have the same size). Vocabulary tensors need the same model width. Blocks beyond the
-    source's depth (same width) start as identity: their residual output projections are zeroed.
+    tokenizer (text rows copy only then, and only when the text vocabularies have the same size).
+    Vocabulary tensors need the same model width. Blocks beyond the source's depth (same width)
+    start as identity: their residual output projections are zeroed.
     """
     report = WarmStartReport()
     theirs = source.state_dict()

@@ -9,8 +9,9 @@ Everything under ``trainer:`` goes to ``lightning.Trainer`` as is. A run restart
 ``run_dir`` resumes from ``<run_dir>/checkpoints/last.ckpt``. A new run with ``model.init_from=<LM folder
 or shipped name>`` (e.g. ``model.init_from=default``, as the codec stages' ``model.init_from``) starts from
 that LM's weights wherever the shapes allow (:mod:`lm.warm_start`; its tokens must come from the same
-codec, or with ``model.init_from_other_codec=true`` it gives its blocks and text rows only); a deeper model of the same width (``model.n_layers=8`` from a 4-layer LM) grows from it, its
-added layers starting as identity; the optimizer and the schedule start afresh. ``optim.warm_lr_scale=0.1``
+codec, or with ``model.init_from_other_codec=true`` it gives its blocks and text rows only); a deeper
+model of the same width (``model.n_layers=8`` from a 4-layer LM) grows from it, its added layers
+starting as identity; the optimizer and the schedule start afresh. ``optim.warm_lr_scale=0.1``
 trains the weights it copied at a tenth of ``optim.lr`` (the added layers at the full rate), so a
 re-warmed schedule does not undo what the source had learned. Logs go to wandb (offline unless
 WANDB_API_KEY is set; ``logger=csv`` or ``logger=none`` to skip wandb).
