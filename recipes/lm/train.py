@@ -44,6 +44,9 @@ from semanticodec_lm.training.runs import (
     section,
 )
 
+# Model-section keys that say where the weights start, not the model's shape (not LMConfig fields).
+START_KEYS = ("init_from", "init_from_other_codec")
+
 
 def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
     """The model section, with vocabulary sizes the config leaves out taken from the data."""

@@ -86,11 +86,12 @@ CONFIGS = [path for recipe in ("tokenize", "continuation", "text_to_audio", "pro
 def test_every_recipe_config_names_its_command_and_loads(config):
     from lm.config import lm_config
     from lm.data import max_sequence_length
+    from recipes.lm.train import START_KEYS
+    from recipes.probe.run import KNOWN_KEYS as PROBE_KEYS
+    from semanticodec_lm.corpus.token_corpus import CONFIG_KEYS as TOKENIZE_KEYS
+    from semanticodec_lm.training.config import flatten_overrides, load_recipe_config
     from semanticodec_lm.training.lm_pipeline import RECIPE_KEYS, config_path
     from semanticodec_lm.training.runs import load_config as load_train_config
-    from recipes.probe.run import KNOWN_KEYS as PROBE_KEYS
-    from semanticodec_lm.training.config import flatten_overrides, load_recipe_config
-    from semanticodec_lm.corpus.token_corpus import CONFIG_KEYS as TOKENIZE_KEYS
 
     recipe = config.parent.parent.name
     module = {"tokenize": "recipes.tokenize.tokenize_corpus"}.get(recipe, f"recipes.{recipe}.run")
@@ -104,7 +105,8 @@ def test_every_recipe_config_names_its_command_and_loads(config):
                        TOKENIZE_KEYS)
     train = load_train_config(config_path(loaded["train"]["config"]), flatten_overrides(loaded["train"]["overrides"]))
     fields = dict(train["model"])
-    fields.pop("init_from", None)  # where the weights start, not the model's shape
+    for key in START_KEYS:  # where the weights start, not the model's shape
+        fields.pop(key, None)
     text_vocab = loaded.get("text_tokenizer", {}).get("vocab_size", 0)
     model = lm_config(fields.pop("size"), semantic_vocab_size=1024, acoustic_vocab_size=1024,
                       text_vocab_size=text_vocab, **fields)
