@@ -64,13 +64,14 @@ def main() -> None:
         assert fbank.shape[0] == args.segments
         with torch.inference_mode():
             encoder.encode_segments(fbank[:1])  # warm-up
-            one_at_a_time, ref = timed(
-                lambda encoder=encoder, fbank=fbank: torch.cat([encoder.encode_segments(seg[None]) for seg in fbank]), args.repeats, sync
-            )
-            batched, out = timed(lambda encoder=encoder, fbank=fbank: encoder.encode_segments(fbank), args.repeats, sync)
+            one_by_one = lambda encoder=encoder, fbank=fbank: torch.cat(
+                [encoder.encode_segments(segment[None]) for segment in fbank])
+            whole = lambda encoder=encoder, fbank=fbank: encoder.encode_segments(fbank)
+            one_at_a_time, ref = timed(one_by_one, args.repeats, sync)
+            batched, out = timed(whole, args.repeats, sync)
             with precision_context("bf16", device):
                 encoder.encode_segments(fbank[:1])  # warm-up of the bf16 kernels
-                fast, fast_out = timed(lambda encoder=encoder, fbank=fbank: encoder.encode_segments(fbank), args.repeats, sync)
+                fast, fast_out = timed(whole, args.repeats, sync)
         identical = torch.equal(ref, out)
         agreement = (fast_out == out).float().mean(dim=(0, 1)).tolist()
         rows.append((rate, one_at_a_time / args.segments, batched / args.segments, fast / args.segments,

@@ -180,7 +180,8 @@ def main() -> None:
                 continue
             cached = run_child(args, size, context, "cached")
             recompute = run_child(args, size, context, "recompute")
-            print(f"| {size} | {cached['parameters'] / 1e6:.1f} M | {cached['vocabulary']} | {context} | {cached['tokens_per_s']:.1f} "
+            print(f"| {size} | {cached['parameters'] / 1e6:.1f} M | {cached['vocabulary']} | {context} "
+                  f"| {cached['tokens_per_s']:.1f} "
                   f"| {recompute['tokens_per_s']:.2f} | {cached['tokens_per_s'] / recompute['tokens_per_s']:.1f}x "
                   f"| {cached['prefill_ms']:.0f} | {cached['peak_mb']:.0f} | {recompute['peak_mb']:.0f} |", flush=True)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import re
 import time
@@ -133,7 +134,7 @@ def _block_features(codec: SemantiCodec, clips: list[dict[str, Any]], blocks: tu
     ``centring``'s codebook when given), read from ``cache`` when it holds these clips for the encoder
     ``encoder_digest`` (a codec's ``tokens_digest``) and the same centring, else computed and cached."""
     key = {"encoder": encoder_digest, "ids": [str(clip["path"]) for clip in clips],
-           "centred_by": centring.source if centring else None}
+           "centred_by": _position_mean_digest(centring)}
     if cache.exists():
         stored = torch.load(cache, weights_only=True)
         if stored.get("key") == key:
@@ -146,6 +147,14 @@ def _block_features(codec: SemantiCodec, clips: list[dict[str, Any]], blocks: tu
     with atomic_path(cache) as temporary:
         torch.save({"key": key, "features": features}, temporary)
     return [rows.float() for rows in features]
+
+
+def _position_mean_digest(centring: SemanticTokenizer | None) -> str | None:
+    """A digest of the position mean ``centring`` subtracts (None: no centring), so that a k-means run
+    fitted again in the same folder does not get the features cached for the old one."""
+    if centring is None:
+        return None
+    return hashlib.sha256(centring.codebook.position_mean.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
 def _centring(codec: SemantiCodec, run: str | None, concat_factor: int) -> SemanticTokenizer | None:
