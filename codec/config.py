@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 SAMPLE_RATE = 16000
@@ -107,12 +108,20 @@ class ISTFTVocoderConfig:
     hop_length: int = 160
     # Samples past hop * frames, so that window stitching sees the same lengths as with HiFi-GAN.
     surplus_samples: int = 32
+    # Standard deviation (nepers) of a fixed pseudo-random pattern added to the log-mel before the
+    # network. Its phase is a function of a few neighbouring frames, so identical frames get identical
+    # phases and a steady input comes out periodic at the hop: a 100-Hz buzz instead of the note. A
+    # measured mel always fluctuates a little from frame to frame; the mels a VAE or the diffusion
+    # decoder make of a held note do not. 0 leaves the input untouched (codecs saved without the key).
+    dither: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind != "istft":
             raise ValueError(f"ISTFTVocoderConfig.kind must be 'istft', got {self.kind!r}")
         if self.n_fft < 2 * self.hop_length or self.surplus_samples >= self.n_fft // 2:
             raise ValueError("n_fft must be at least twice hop_length and surplus_samples below n_fft / 2")
+        if not (math.isfinite(self.dither) and self.dither >= 0):
+            raise ValueError(f"ISTFTVocoderConfig.dither must be a finite value >= 0, got {self.dither!r}")
 
 
 @dataclass(frozen=True)
@@ -189,8 +198,6 @@ class CodecConfig:
     @property
     def bitrate(self) -> float:
         """Bits per second of the token stream."""
-        import math
-
         return self.frames_per_second * (
             math.log2(self.semantic_vocab_size) + math.log2(self.acoustic_vocab_size)
         )
@@ -229,6 +236,8 @@ class CodecConfig:
         # changes how the decoder reads tokens, not what they mean: a decoder that gains one keeps
         # its tokens' identity (and any LM trained on them).
         data["unet"].pop("latent_prior_width")
+        # Nor does the vocoder's dither: it changes the waveform a decoder makes, not what an id means.
+        data["vocoder"].pop("dither", None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -254,7 +263,8 @@ def _small(token_rate: int) -> CodecConfig:
     three-level UNet keep every stage trainable on a few CPU cores; the UNet also reads the
     conditioning aligned to its input frames (``aligned_context_channels``) and a per-frequency
     estimate of the latent made from it (``latent_prior_width``), and the vocoder is a
-    frame-rate iSTFT vocoder (:class:`ISTFTVocoderConfig`), which the official model does not have.
+    frame-rate iSTFT vocoder (:class:`ISTFTVocoderConfig`), which the official model does not have,
+    reading its mel with a 0.02-neper dither (a held note through the VAE came back as a 100-Hz buzz).
     """
     return CodecConfig(
         name=f"small-{token_rate}",
@@ -270,7 +280,7 @@ def _small(token_rate: int) -> CodecConfig:
                         num_res_blocks=1, num_head_channels=32, aligned_context_channels=32,
                         latent_prior_width=256),
         vae=VAEConfig(ch=32, ch_mult=(1, 2, 4)),
-        vocoder=ISTFTVocoderConfig(),
+        vocoder=ISTFTVocoderConfig(dither=0.02),
     )
 
 

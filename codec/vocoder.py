@@ -18,6 +18,9 @@ from torch import nn
 from codec.config import ISTFTVocoderConfig, VocoderConfig
 
 LEAKY_SLOPE = 0.1
+# The dither pattern is drawn in blocks of this many frames, each from its own seed, so that a
+# shorter input gets a prefix of a longer one's pattern (a truncated last window vocodes as the full one).
+DITHER_BLOCK_FRAMES = 256
 # The activation before conv_post uses PyTorch's default slope in the official generator.
 FINAL_LEAKY_SLOPE = 0.01
 
@@ -213,9 +216,16 @@ class ISTFTVocoder(nn.Module):
         return torch.polar(magnitude, phase)
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """log_mel float [B, num_mels, frames] (natural-log magnitude mel) -> waveform float32 [B, 1, S]."""
+        """log_mel float [B, num_mels, frames] (natural-log magnitude mel) -> waveform float32 [B, 1, S].
+
+        With ``cfg.dither`` > 0 the network reads ``log_mel + dither * dither_pattern(...)``: the same
+        pattern for every item of a batch and every call, so the output stays a function of the input.
+        """
         _check_log_mel(log_mel, self.cfg.num_mels)
         frames = log_mel.shape[-1]
+        if self.cfg.dither > 0:
+            pattern = dither_pattern(self.cfg.num_mels, frames, log_mel.device)
+            log_mel = log_mel + self.cfg.dither * pattern.to(log_mel.dtype)
         spectrum = self.spectrum(log_mel)
         with torch.autocast(log_mel.device.type, enabled=False):
             # Made per call, not a buffer: codecs are built on the meta device and loaded from state dicts.
@@ -223,6 +233,16 @@ class ISTFTVocoder(nn.Module):
             audio = torch.istft(spectrum, self.cfg.n_fft, self.cfg.hop_length, window=window,
                                 center=True, length=self.output_length(frames))
         return audio.clamp(-1.0, 1.0).unsqueeze(1)
+
+
+def dither_pattern(num_mels: int, frames: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Unit-variance Gaussian float32 [num_mels, frames], the same on every call; frame t's values
+    depend only on t (block t // DITHER_BLOCK_FRAMES is drawn from seed t // DITHER_BLOCK_FRAMES)."""
+    blocks = [
+        torch.randn(num_mels, DITHER_BLOCK_FRAMES, generator=torch.Generator().manual_seed(block))
+        for block in range(-(-frames // DITHER_BLOCK_FRAMES))
+    ]
+    return torch.cat(blocks, dim=1)[:, :frames].to(device)
 
 
 def build_vocoder(cfg: VocoderConfig | ISTFTVocoderConfig) -> HiFiGAN | ISTFTVocoder:

@@ -204,3 +204,58 @@ def test_a_codec_with_the_istft_vocoder_saves_and_loads(tmp_path) -> None:
     mel = torch.randn(1, 64, 40) - 4
     with torch.no_grad():
         assert torch.equal(loaded.decoder.first_stage_model.vocoder(mel), codec.decoder.first_stage_model.vocoder(mel))
+
+
+def test_istft_vocoder_turns_a_steady_mel_into_a_hop_periodic_wave_unless_dithered() -> None:
+    """Identical frames get identical phases, so the output repeats every hop (the frame-rate buzz);
+    the dither makes the frames differ, and it is the same for every item and every call."""
+    from codec.config import ISTFTVocoderConfig
+    from codec.vocoder import ISTFTVocoder
+
+    torch.manual_seed(0)
+    plain = ISTFTVocoder(ISTFTVocoderConfig(dim=32, intermediate_dim=64, num_blocks=2)).eval()
+    dithered = ISTFTVocoder(ISTFTVocoderConfig(dim=32, intermediate_dim=64, num_blocks=2, dither=0.02)).eval()
+    dithered.load_state_dict(plain.state_dict())
+    steady = (torch.randn(1, 64, 1) - 4).expand(2, 64, 300).contiguous()
+    hop = plain.hop_length
+    with torch.no_grad():
+        periodic = plain(steady)[0, 0, 20 * hop : 270 * hop]
+        wave = dithered(steady)
+        alone = dithered(steady[:1])
+    assert periodic.abs().max() > 0
+    torch.testing.assert_close(periodic[hop:], periodic[:-hop], rtol=0, atol=1e-5 * periodic.abs().max().item())
+    interior = wave[0, 0, 20 * hop : 270 * hop]
+    # An untrained network barely reacts to 0.02 nepers (a trained one turns it into other phases);
+    # the point is that the frames now differ at all.
+    assert (interior[hop:] - interior[:-hop]).norm() > 1e-3 * interior.norm()
+    torch.testing.assert_close(wave[0], wave[1], rtol=0, atol=0)
+    torch.testing.assert_close(alone[0], wave[0], rtol=1e-5, atol=1e-6)
+
+
+def test_dither_pattern_is_fixed_and_a_shorter_one_is_a_prefix() -> None:
+    from codec.vocoder import DITHER_BLOCK_FRAMES, dither_pattern
+
+    long = dither_pattern(64, 3 * DITHER_BLOCK_FRAMES + 5)
+    short = dither_pattern(64, DITHER_BLOCK_FRAMES + 7)
+    assert long.shape == (64, 3 * DITHER_BLOCK_FRAMES + 5) and long.dtype == torch.float32
+    torch.testing.assert_close(short, long[:, : short.shape[1]], rtol=0, atol=0)
+    assert 0.9 < long.std().item() < 1.1
+
+
+def test_dither_is_checked_and_leaves_the_token_identity_alone() -> None:
+    from dataclasses import replace
+
+    from codec.config import CodecConfig, ISTFTVocoderConfig, get_config
+
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="dither"):
+            ISTFTVocoderConfig(dither=bad)
+    small = get_config("small-100")
+    assert small.vocoder.dither > 0
+    plain = replace(small, vocoder=replace(small.vocoder, dither=0.0))
+    assert CodecConfig.from_dict(small.to_dict()) == small
+    assert plain.config_hash() == small.config_hash()
+    # A config saved before the option existed loads with the input untouched.
+    saved = small.to_dict()
+    del saved["vocoder"]["dither"]
+    assert CodecConfig.from_dict(saved).vocoder.dither == 0.0
