@@ -18,11 +18,11 @@ from torch import nn
 from codec.config import ISTFTVocoderConfig, VocoderConfig
 
 LEAKY_SLOPE = 0.1
+# The activation before conv_post uses PyTorch's default slope in the official generator.
+FINAL_LEAKY_SLOPE = 0.01
 # The dither pattern is drawn in blocks of this many frames, each from its own seed, so that a
 # shorter input gets a prefix of a longer one's pattern (a truncated last window vocodes as the full one).
 DITHER_BLOCK_FRAMES = 256
-# The activation before conv_post uses PyTorch's default slope in the official generator.
-FINAL_LEAKY_SLOPE = 0.01
 
 
 def _same_padding(kernel_size: int, dilation: int) -> int:
