@@ -12,8 +12,9 @@ what the tokens carry before the UNet reads them. Each output's pitch is measure
 (:func:`codec.metrics.pitch_hz`); a note is kept when it comes back within 50 cents. Prints a
 Markdown table of the measured Hz per stage and the notes kept, a table of each output's buzz (its
 share of power on the comb of the decoder's 100-Hz frame rate, :func:`codec.metrics.comb_share`),
-then (``--tokens``) which tokens each note encodes to: when two notes share their tokens, no decoder
-can tell them apart, and the codec column's loss lies in the encoder.
+then (``--identify``) how well the encoder's representations tell 37 semitones apart
+(:func:`note_identification`): when the tokens already confuse two notes, no decoder can separate
+them and the codec column's loss lies in the encoder; when they do not, it lies in the decoder.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ import math
 
 import torch
 
-from codec.config import SAMPLE_RATE
+from codec.config import SAMPLE_RATE, SEGMENT_FRAMES, SEGMENT_SAMPLES
 from codec.diffusion.conditioning import build_context
-from codec.frontend import log_mel_64
+from codec.frontend import log_mel_64, waveform_to_fbank
 from codec.metrics import comb_share, pitch_hz
 from codec.model import SemantiCodec
+from codec.semantic import tokens_per_time_step
 
 STAGES = ("vocoder", "VAE + vocoder", "latent prior", "codec")
 DEFAULT_TONES = (110.0, 164.81, 261.63, 440.0, 659.25, 880.0)  # A2, E3, C4, A4, E5, A5
 KEPT_CENTS = 50.0
+SEGMENT_SECONDS = SEGMENT_SAMPLES / SAMPLE_RATE
 
 
 def harmonic_tone(hz: float, seconds: float, harmonics: int = 5) -> torch.Tensor:
@@ -123,25 +126,51 @@ def measure_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: 
     return results
 
 
+IDENTIFIED_REPRESENTATIONS = ("fbank", "AudioMAE feature", "semantic centroid", "acoustic code")
+SEMITONES_110_TO_880 = tuple(110.0 * 2 ** (step / 12) for step in range(37))
+
+
 @torch.no_grad()
-def token_overlap(codec: SemantiCodec, tones_hz: list[float], seconds: float = 3.0) -> dict[float, dict[str, float]]:
-    """For each tone (Hz): its most frequent semantic and acoustic token, the share of frames each
-    covers, and the share of frames (after a 0.4-s edge) where its acoustic token equals the
-    previous tone's (0 for the first): {hz: {"semantic", "semantic_share", "acoustic",
-    "acoustic_share", "acoustic_same_as_previous"}}."""
-    edge = round(0.4 * codec.config.token_rate / 2)  # frames/s = token_rate / 2 (pairs)
-    rows, previous = {}, None
+def note_identification(codec: SemantiCodec, tones_hz: list[float], seconds: float = 6.0) -> dict[str, float]:
+    """How well each representation inside the encoder tells the notes ``tones_hz`` apart.
+
+    Each tone is encoded once; per AudioMAE time step (160 ms; 320 ms at 25 tokens/s) the step's
+    rows of a representation are joined into one vector: the normalised 128-bin fbank frames, the
+    AudioMAE features the codebook reads, the semantic centroids and the acoustic code rows (the
+    last two are what the decoder reads). A nearest-class-mean classifier fitted on the first half
+    of every note's steps labels the second half; returns {representation: share of steps given
+    their own note} (chance is 1 / len(tones_hz)). The first two steps and the last one are left out.
+    """
+    if len(tones_hz) < 2:
+        raise ValueError(f"need at least two tones to tell apart, got {len(tones_hz)}")
+    if not 1.0 <= seconds <= SEGMENT_SECONDS:
+        raise ValueError(f"seconds must be in [1, {SEGMENT_SECONDS:g}] (one encoder window), got {seconds:g}")
+    encoder, config = codec.encoder, codec.config
+    tokens_per_step = tokens_per_time_step(config.concat_factor)
+    steps_per_segment = config.tokens_per_segment // tokens_per_step
+    frames_per_step = SEGMENT_FRAMES // steps_per_segment
+    per_note: dict[str, list[torch.Tensor]] = {name: [] for name in IDENTIFIED_REPRESENTATIONS}
     for hz in tones_hz:
-        tokens = codec.encode(harmonic_tone(hz, seconds)[None], SAMPLE_RATE).tokens[0, edge:-edge]
-        row = {}
-        for column, name in enumerate(("semantic", "acoustic")):
-            ids = tokens[:, column]
-            mode = int(ids.mode().values)
-            row[name], row[f"{name}_share"] = mode, float((ids == mode).float().mean())
-        same = 0.0 if previous is None else float((tokens[:, 1] == previous[:, 1]).float().mean())
-        row["acoustic_same_as_previous"] = same
-        rows[hz], previous = row, tokens
-    return rows
+        front = waveform_to_fbank(harmonic_tone(hz, seconds), config.concat_factor)
+        fbank = front.fbank.reshape(-1, SEGMENT_FRAMES, front.fbank.shape[-1])
+        out = encoder.encode_segments_detailed(fbank)
+        steps = front.token_count // tokens_per_step - 1
+        rows = {"fbank": fbank[0, : steps * frames_per_step],
+                "AudioMAE feature": out.features[0, : steps * tokens_per_step],
+                "semantic centroid": out.centroids[0, : steps * tokens_per_step],
+                "acoustic code": encoder.quantizer.lookup(out.tokens[0, : steps * tokens_per_step, 1])}
+        for name, value in rows.items():
+            per_note[name].append(value.reshape(steps, -1)[2:].float())
+    shares = {}
+    for name, notes in per_note.items():
+        means = torch.stack([note[: len(note) // 2].mean(dim=0) for note in notes])
+        hits = total = 0
+        for index, note in enumerate(notes):
+            held_out = note[len(note) // 2:]
+            hits += int((torch.cdist(held_out, means).argmin(dim=1) == index).sum())
+            total += len(held_out)
+        shares[name] = hits / total
+    return shares
 
 
 def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
@@ -152,7 +181,8 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--steps", type=int, default=25, help="DPM-Solver++ decoder steps for the whole codec")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tokens", action="store_true", help="also print each note's most frequent tokens")
+    parser.add_argument("--identify", action="store_true",
+                        help="also measure how well the encoder's representations tell 37 semitones apart")
     args = parser.parse_args(argv)
     if args.seconds < 1.0:
         parser.error(f"--seconds must be at least 1 (the buzz measure resolves 2 Hz), got {args.seconds:g}")
@@ -181,14 +211,12 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
     print("|---|" + "---|" * len(columns))
     for hz, row in measured.items():
         print(f"| {hz:g} | " + " | ".join(f"{row[name]['buzz']:.3f}" for name in columns) + " |")
-    if args.tokens:
-        tones = list(results)
-        print("\nMost frequent tokens per note (share of frames), and frames whose acoustic token equals the "
-              "previous note's\n")
-        print("| tone (Hz) | semantic | acoustic | acoustic same as previous note |\n|---|---|---|---|")
-        for hz, row in token_overlap(codec, tones, args.seconds).items():
-            print(f"| {hz:g} | {row['semantic']} ({row['semantic_share']:.0%}) | {row['acoustic']} "
-                  f"({row['acoustic_share']:.0%}) | {row['acoustic_same_as_previous']:.0%} |")
+    if args.identify:
+        shares = note_identification(codec, list(SEMITONES_110_TO_880))
+        print(f"\nNotes told apart per time step, {len(SEMITONES_110_TO_880)} semitones from 110 to 880 Hz (chance "
+              f"{1 / len(SEMITONES_110_TO_880):.1%}): the decoder reads the centroids and acoustic codes\n")
+        print("| " + " | ".join(shares) + " |\n|" + "---|" * len(shares))
+        print("| " + " | ".join(f"{share:.1%}" for share in shares.values()) + " |")
     return results
 
 

@@ -5,7 +5,6 @@ import torch
 
 from codec.config import get_config
 from codec.model import SemantiCodec
-from codec.model import Tokens
 from recipes.codec.pitch_through_stages import (
     STAGES,
     available_stages,
@@ -14,9 +13,9 @@ from recipes.codec.pitch_through_stages import (
     is_kept,
     main,
     measure_through_stages,
+    note_identification,
     pitch_through_stages,
     prior_waveform,
-    token_overlap,
 )
 
 
@@ -70,21 +69,17 @@ def test_the_latent_prior_stage_decodes_the_priors_estimate_without_diffusion():
         pitch_through_stages(SemantiCodec(tiny).eval(), [220.0], stages=("latent prior",))
 
 
-def test_token_overlap_finds_each_notes_tokens_and_what_two_notes_share(monkeypatch):
+def test_note_identification_tells_notes_apart_from_the_fbank_and_not_from_identical_codes(monkeypatch):
     codec = SemantiCodec(get_config("tiny-100")).eval()
-    frames = 150  # 3 s at 50 frames/s; 20 frames at each edge are left out
-    calls = []
-
-    def encode(wave, rate):  # the n-th note: semantic n, acoustic 7 then 9, and token 3 on frames 20-39 of both
-        calls.append(wave)
-        acoustic = torch.full((frames,), 7 if len(calls) == 1 else 9)
-        acoustic[20:40] = 3
-        return Tokens(torch.stack([torch.full((frames,), len(calls)), acoustic], -1)[None], torch.tensor([frames]))
-
-    monkeypatch.setattr(codec, "encode", encode)
-    rows = token_overlap(codec, [110.0, 220.0])
-    assert [tuple(wave.shape) for wave in calls] == [(1, 48000), (1, 48000)]
-    assert rows[110.0]["semantic"] == 1 and rows[220.0]["semantic"] == 2
-    assert rows[220.0]["acoustic"] == 9 and rows[220.0]["acoustic_share"] == pytest.approx(90 / 110)
-    assert rows[110.0]["acoustic_same_as_previous"] == 0.0
-    assert rows[220.0]["acoustic_same_as_previous"] == pytest.approx(20 / 110)  # only the shared token-3 frames
+    tones = [220.0, 247.0, 277.0, 311.0]
+    # Every note gets the same acoustic code: its rows cannot tell the notes apart (ties go to the first).
+    monkeypatch.setattr(codec.encoder.quantizer, "nearest", lambda x: torch.zeros(x.shape[:-1], dtype=torch.long))
+    shares = note_identification(codec, tones, seconds=3.0)
+    assert set(shares) == {"fbank", "AudioMAE feature", "semantic centroid", "acoustic code"}
+    assert shares["fbank"] == 1.0  # a whole tone apart, the fbank frames separate every note
+    assert shares["acoustic code"] == pytest.approx(1 / len(tones))
+    assert all(0.0 <= share <= 1.0 for share in shares.values())
+    with pytest.raises(ValueError, match="two tones"):
+        note_identification(codec, [220.0])
+    with pytest.raises(ValueError, match="one encoder window"):
+        note_identification(codec, tones, seconds=11.0)
