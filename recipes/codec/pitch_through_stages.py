@@ -126,7 +126,7 @@ def measure_through_stages(codec: SemantiCodec, tones_hz: list[float], seconds: 
     return results
 
 
-IDENTIFIED_REPRESENTATIONS = ("fbank", "AudioMAE feature", "semantic centroid", "acoustic code")
+IDENTIFIED_REPRESENTATIONS = ("fbank", "AudioMAE feature", "semantic centroid", "acoustic code", "both tokens")
 SEMITONES_110_TO_880 = tuple(110.0 * 2 ** (step / 12) for step in range(37))
 
 
@@ -136,8 +136,8 @@ def note_identification(codec: SemantiCodec, tones_hz: list[float], seconds: flo
 
     Each tone is encoded once; per AudioMAE time step (160 ms; 320 ms at 25 tokens/s) the step's
     rows of a representation are joined into one vector: the normalised 128-bin fbank frames, the
-    AudioMAE features the codebook reads, the semantic centroids and the acoustic code rows (the
-    last two are what the decoder reads). A nearest-class-mean classifier fitted on the first half
+    AudioMAE features the codebook reads, the semantic centroids, the acoustic code rows, and both
+    token rows together (what the decoder reads). A nearest-class-mean classifier fitted on the first half
     of every note's steps labels the second half; returns {representation: share of steps given
     their own note} (chance is 1 / len(tones_hz)). The first two steps and the last one are left out.
     """
@@ -155,19 +155,23 @@ def note_identification(codec: SemantiCodec, tones_hz: list[float], seconds: flo
         fbank = front.fbank.reshape(-1, SEGMENT_FRAMES, front.fbank.shape[-1])
         out = encoder.encode_segments_detailed(fbank)
         steps = front.token_count // tokens_per_step - 1
-        rows = {"fbank": fbank[0, : steps * frames_per_step],
-                "AudioMAE feature": out.features[0, : steps * tokens_per_step],
-                "semantic centroid": out.centroids[0, : steps * tokens_per_step],
-                "acoustic code": encoder.quantizer.lookup(out.tokens[0, : steps * tokens_per_step, 1])}
+        kept = steps * tokens_per_step
+        centroids, codes = out.centroids[0, :kept], encoder.quantizer.lookup(out.tokens[0, :kept, 1])
+        rows = {"fbank": fbank[0, : steps * frames_per_step], "AudioMAE feature": out.features[0, :kept],
+                "semantic centroid": centroids, "acoustic code": codes,
+                "both tokens": torch.cat([codes, centroids], dim=-1)}
         for name, value in rows.items():
             per_note[name].append(value.reshape(steps, -1)[2:].float())
     shares = {}
     for name, notes in per_note.items():
-        means = torch.stack([note[: len(note) // 2].mean(dim=0) for note in notes])
+        fitted = [note[: len(note) // 2] for note in notes]
+        means = torch.stack([half.mean(dim=0) for half in fitted])
+        # Each dimension in units of its within-note spread, so that noisy dimensions do not drown the telling ones.
+        spread = torch.cat([half - half.mean(dim=0) for half in fitted]).pow(2).mean(dim=0).add(1e-6).sqrt()
         hits = total = 0
         for index, note in enumerate(notes):
             held_out = note[len(note) // 2:]
-            hits += int((torch.cdist(held_out, means).argmin(dim=1) == index).sum())
+            hits += int((torch.cdist(held_out / spread, means / spread).argmin(dim=1) == index).sum())
             total += len(held_out)
         shares[name] = hits / total
     return shares
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
     if args.identify:
         shares = note_identification(codec, list(SEMITONES_110_TO_880))
         print(f"\nNotes told apart per time step, {len(SEMITONES_110_TO_880)} semitones from 110 to 880 Hz (chance "
-              f"{1 / len(SEMITONES_110_TO_880):.1%}): the decoder reads the centroids and acoustic codes\n")
+              f"{1 / len(SEMITONES_110_TO_880):.1%}): the decoder reads both tokens\n")
         print("| " + " | ".join(shares) + " |\n|" + "---|" * len(shares))
         print("| " + " | ".join(f"{share:.1%}" for share in shares.values()) + " |")
     return results

@@ -75,7 +75,7 @@ def test_note_identification_tells_notes_apart_from_the_fbank_and_not_from_ident
     # Every note gets the same acoustic code: its rows cannot tell the notes apart (ties go to the first).
     monkeypatch.setattr(codec.encoder.quantizer, "nearest", lambda x: torch.zeros(x.shape[:-1], dtype=torch.long))
     shares = note_identification(codec, tones, seconds=3.0)
-    assert set(shares) == {"fbank", "AudioMAE feature", "semantic centroid", "acoustic code"}
+    assert set(shares) == {"fbank", "AudioMAE feature", "semantic centroid", "acoustic code", "both tokens"}
     assert shares["fbank"] == 1.0  # a whole tone apart, the fbank frames separate every note
     assert shares["acoustic code"] == pytest.approx(1 / len(tones))
     assert all(0.0 <= share <= 1.0 for share in shares.values())
