@@ -26,6 +26,9 @@ reads as input and which ships with it: the loss keeps it a latent estimate. Oth
 the acoustic encoder: the diffusion loss alone reaches it too weakly for it to learn what the
 semantic tokens miss (a frozen encoder after 800 such steps gave notes of 110 to 262 Hz one acoustic
 code on about half their frames), while a direct reconstruction pulls pitch and timbre into the codes.
+``pitched_share`` > 0 replaces that share of the training crops (never validation's) by crops of random
+notes at any pitch from 55 to 1 760 Hz (``semanticodec_lm/training/pitched_audio.py``): the corpus
+holds few held notes, and a decoder trained on it alone renders many at a neighbouring pitch.
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
 instead of the stage folders (a codec whose UNet has no latent prior gains one: its first
 convolution's new input channels start at zero, so the UNet starts computing what it did);
@@ -71,6 +74,7 @@ from semanticodec_lm.training.codec_stages import (
     run_stage,
     segment_fbank,
 )
+from semanticodec_lm.training.pitched_audio import random_pitched_audio
 
 TRAINED_ENCODER_PARTS = ("encoder.encoder.", "encoder.encoder_output_linear.", "encoder.quantizer.")
 
@@ -87,13 +91,15 @@ class LDMModule(StageModule):
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 100,
                  min_lr_ratio: float = 1.0, min_snr_gamma: float = 0.0, ema_decay: float = 0.0,
                  init_from: str | None = None, train_encoder: bool = True, latent_precision: str = "fp32",
-                 latent_head_weight: float = 0.0) -> None:
+                 latent_head_weight: float = 0.0, pitched_share: float = 0.0) -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
         self.save_hyperparameters()
         if latent_precision not in PRECISIONS:
             raise SystemExit(f"model.latent_precision must be one of {', '.join(PRECISIONS)}, got {latent_precision!r}")
         if latent_head_weight < 0:
             raise SystemExit(f"model.latent_head_weight must be >= 0, got {latent_head_weight}")
+        if not 0.0 <= pitched_share <= 1.0:
+            raise SystemExit(f"model.pitched_share must be in [0, 1], got {pitched_share}")
         config = self.codec_config
         if init_from:
             if (audiomae is not None or kmeans is not None) and not train_encoder:
@@ -223,7 +229,24 @@ class LDMModule(StageModule):
         return (snr.clamp(max=gamma) / (snr + 1)).float()
 
     def training_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        if self.training and self.hparams.pitched_share > 0:
+            batch = self.with_pitched_audio(batch, generator)
         return self.loss(batch, generator, update_codebook=self.training)
+
+    def with_pitched_audio(self, batch: dict, generator: torch.Generator) -> dict:
+        """``batch`` with each crop replaced, with probability ``pitched_share``, by a whole crop of random
+        notes (:func:`semanticodec_lm.training.pitched_audio.random_pitched_audio`); validation never is."""
+        audio = batch["audio"]
+        chosen = torch.rand(len(audio), generator=generator, device=generator.device).cpu() < self.hparams.pitched_share
+        count = int(chosen.sum())
+        if not count:
+            return batch
+        seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
+        notes = random_pitched_audio(count, audio.shape[-1], torch.Generator().manual_seed(seed))
+        audio, length = audio.clone(), batch["length"].clone()
+        audio[chosen.to(audio.device)] = notes.to(audio.device, audio.dtype)
+        length[chosen.to(length.device)] = audio.shape[-1]
+        return {**batch, "audio": audio, "length": length}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         """Move the UNet's moving average towards the weights just updated."""

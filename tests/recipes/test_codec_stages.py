@@ -207,6 +207,32 @@ def test_ldm_fine_tune_keeps_the_tokens_weights_by_min_snr_and_exports_the_ema(c
         LDMModule("tiny-100", train_encoder=False)
 
 
+def test_ldm_replaces_its_share_of_training_crops_by_random_notes_and_never_validation_s(corpus, monkeypatch):
+    batch = fixed_batch(corpus, 10.24)
+    original = batch["audio"].clone()
+    module = LDMModule("tiny-100", pitched_share=1.0)
+    mixed = module.with_pitched_audio(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(batch["audio"], original)  # the loader's batch is not written to
+    assert mixed["audio"].shape == original.shape
+    assert all(not torch.equal(new, old) for new, old in zip(mixed["audio"], original))
+    assert bool((mixed["length"] == original.shape[-1]).all())
+    again = module.with_pitched_audio(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(again["audio"], mixed["audio"])  # the step's generator decides everything
+    seen = []
+    monkeypatch.setattr(module, "loss", lambda batch, generator, update_codebook: seen.append(batch) or (0, {}))
+    module.train()
+    module.training_loss(batch, torch.Generator().manual_seed(0))
+    module.eval()
+    module.training_loss(batch, torch.Generator().manual_seed(0))
+    assert not torch.equal(seen[0]["audio"], original) and torch.equal(seen[1]["audio"], original)
+    untouched = LDMModule("tiny-100", pitched_share=0.0).train()
+    monkeypatch.setattr(untouched, "loss", lambda batch, generator, update_codebook: seen.append(batch) or (0, {}))
+    untouched.training_loss(batch, torch.Generator().manual_seed(0))
+    assert seen[-1] is batch
+    with pytest.raises(SystemExit, match="pitched_share"):
+        LDMModule("tiny-100", pitched_share=1.5)
+
+
 def test_ldm_latent_head_trains_the_acoustic_encoder_and_is_not_exported(corpus):
     torch.manual_seed(0)
     module = LDMModule("tiny-100", latent_head_weight=1.0)
