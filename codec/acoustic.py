@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codec.semantic import check_token_range, nearest_codeword
+from codec.semantic import PATCH_GRID, check_token_range, concat_patches, nearest_codeword
 
 # A frame whose 128 normalised bins have an (unbiased) std at or below this counts as silent padding.
 SILENT_FRAME_STD = 1e-7
@@ -85,6 +85,24 @@ def run_acoustic_lstm(lstm: nn.LSTM, lstm_input: torch.Tensor) -> torch.Tensor:
         if use_onednn:
             return lstm(lstm_input)[0]
         return torch.cat([lstm(segment[None])[0] for segment in lstm_input])
+
+
+def fbank_patches(fbank: torch.Tensor, concat_factor: int) -> torch.Tensor:
+    """Each token's own fbank patch, in token order: [S, 1024, 128] -> [S, 512/K, 256 K].
+
+    The patches are the AudioMAE's 16 x 16 (frames x bins) tiles in its 8t+f order, each flattened
+    frame by frame, joined per token as :func:`codec.semantic.concat_patches` joins their features.
+    """
+    segments, frames, bins = fbank.shape
+    time_patches, freq_patches = PATCH_GRID
+    high, wide = frames // time_patches, bins // freq_patches
+    tiles = fbank.reshape(segments, time_patches, high, freq_patches, wide).permute(0, 1, 3, 2, 4)
+    return concat_patches(tiles.reshape(segments, time_patches * freq_patches, high * wide), concat_factor)
+
+
+def build_fbank_projection(concat_factor: int, feature_dim: int) -> nn.Linear:
+    """The ``fbank`` acoustic input's projection of a token's fbank patch to a feature: [.., 256 K] -> [.., F]."""
+    return nn.Linear(256 * concat_factor, feature_dim)
 
 
 def build_output_projection(feature_dim: int) -> nn.Linear:

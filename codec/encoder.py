@@ -19,8 +19,10 @@ from torch import nn
 from codec.acoustic import (
     AcousticQuantizer,
     build_acoustic_lstm,
+    build_fbank_projection,
     build_lstm_input,
     build_output_projection,
+    fbank_patches,
     run_acoustic_lstm,
     silence_cutoff_rows,
 )
@@ -52,7 +54,8 @@ class SemantiCodecEncoder(nn.Module):
     """AudioMAE + k-means semantic tokens and BiLSTM + VQ acoustic tokens (official module names).
 
     Attributes: ``audiomae`` (``.model`` is the ViT), ``encoder`` (BiLSTM), ``encoder_output_linear``,
-    ``quantizer`` (acoustic VQ), ``semantic_codebook`` (k-means centroids, not in official checkpoints).
+    ``quantizer`` (acoustic VQ), ``semantic_codebook`` (k-means centroids, not in official checkpoints),
+    and, only where ``acoustic_input`` is ``"fbank"`` (not official), ``fbank_projection``.
     """
 
     def __init__(self, cfg: CodecConfig) -> None:
@@ -63,7 +66,22 @@ class SemantiCodecEncoder(nn.Module):
         self.encoder_output_linear = build_output_projection(cfg.feature_dim)
         self.quantizer = AcousticQuantizer(cfg.acoustic_vocab_size, cfg.feature_dim)
         self.semantic_codebook = SemanticCodebook(cfg.semantic_vocab_size, cfg.feature_dim)
+        if cfg.acoustic_input == "fbank":
+            self.fbank_projection = build_fbank_projection(cfg.concat_factor, cfg.feature_dim)
         self.audiomae.requires_grad_(False)
+
+    @property
+    def acoustic_modules(self) -> tuple[nn.Module, ...]:
+        """The modules that make the acoustic features from the LSTM input's first half onwards (trainable)."""
+        extra = (self.fbank_projection,) if self.cfg.acoustic_input == "fbank" else ()
+        return (*extra, self.encoder, self.encoder_output_linear)
+
+    def acoustic_input_features(self, fbank: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """What the BiLSTM reads beside the centroids: fbank [S, 1024, 128] and the tokens' features
+        [S, T, F] -> [S, T, F] (the features themselves, or the projected fbank patches)."""
+        if self.cfg.acoustic_input == "fbank":
+            return self.fbank_projection(fbank_patches(fbank, self.cfg.concat_factor))
+        return features
 
     @property
     def vocab_sizes(self) -> tuple[int, int]:
@@ -89,7 +107,7 @@ class SemantiCodecEncoder(nn.Module):
         features = self.semantic_codebook.center(concat_patches(self.audiomae(fbank), self.cfg.concat_factor))
         semantic_ids = self.semantic_codebook.nearest(features)
         centroids = self.semantic_codebook.lookup(semantic_ids)
-        lstm_input = build_lstm_input(features, centroids, cutoff_rows)
+        lstm_input = build_lstm_input(self.acoustic_input_features(fbank, features), centroids, cutoff_rows)
         acoustic_features = self.encoder_output_linear(run_acoustic_lstm(self.encoder, lstm_input))
         acoustic_ids = self.quantizer.nearest(acoustic_features)
         return EncoderOutputs(

@@ -35,7 +35,7 @@ STAGE_PREFIXES = {"audiomae": ("encoder.audiomae.",), "kmeans": ("encoder.semant
                                                                                 "post_quant_conv")),
                   "vocoder": ("decoder.first_stage_model.vocoder.",)}
 STAGE_CONFIG_KEYS = {"audiomae": ("audiomae",), "kmeans": ("semantic_vocab_size",), "vae": ("vae",),
-                     "vocoder": ("vocoder",), "ldm": ("unet", "diffusion", "lstm_layers", "acoustic_vocab_size")}
+                     "vocoder": ("vocoder",), "ldm": ("unet", "diffusion", "lstm_layers", "acoustic_vocab_size", "acoustic_input")}
 
 
 def stage_of(key: str) -> str:

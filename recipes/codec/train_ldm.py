@@ -29,6 +29,10 @@ code on about half their frames), while a direct reconstruction pulls pitch and 
 ``pitched_share`` > 0 replaces that share of the training crops (never validation's) by crops of random
 notes at any pitch from 55 to 1 760 Hz (``semanticodec_lm/training/pitched_audio.py``): the corpus
 holds few held notes, and a decoder trained on it alone renders many at a neighbouring pitch.
+The codec config's ``acoustic_input`` says what the BiLSTM reads beside the centroids: the AudioMAE
+features (official) or, for the ``small-fbank-*`` configs, a projection of each token's own fbank
+patch (``codec.acoustic.fbank_patches``); ``init_from`` a codec with the other input keeps every
+weight but that input's own and needs ``train_encoder``.
 ``init_from`` (a codec folder or shipped name, e.g. ``default``) starts from that whole codec
 instead of the stage folders (a codec whose UNet has no latent prior gains one: its first
 convolution's new input channels start at zero, so the UNet starts computing what it did);
@@ -76,7 +80,8 @@ from semanticodec_lm.training.codec_stages import (
 )
 from semanticodec_lm.training.pitched_audio import random_pitched_audio
 
-TRAINED_ENCODER_PARTS = ("encoder.encoder.", "encoder.encoder_output_linear.", "encoder.quantizer.")
+TRAINED_ENCODER_PARTS = ("encoder.encoder.", "encoder.encoder_output_linear.", "encoder.quantizer.",
+                         "encoder.fbank_projection.")
 
 
 class LDMModule(StageModule):
@@ -105,8 +110,9 @@ class LDMModule(StageModule):
             if (audiomae is not None or kmeans is not None) and not train_encoder:
                 raise SystemExit("a new model.audiomae or model.kmeans changes the semantic tokens and the acoustic "
                                  "encoder's input: it needs model.train_encoder=true")
-            self.codec = with_latent_prior(SemantiCodec.from_pretrained(init_from),
-                                           config.unet.latent_prior_width).requires_grad_(False)
+            self.codec = with_acoustic_input(
+                with_latent_prior(SemantiCodec.from_pretrained(init_from), config.unet.latent_prior_width),
+                config.acoustic_input, train_encoder).requires_grad_(False)
             if self.codec.config.to_dict() | {"name": "", "vocoder": None} != config.to_dict() | {"name": "", "vocoder": None}:
                 raise SystemExit(f"model.init_from={init_from}: its config differs from {config.name!r} beyond the vocoder")
         else:
@@ -123,7 +129,7 @@ class LDMModule(StageModule):
             weights = read_weights(vae, config, "vae")
             for part in VAE_PARTS:
                 load_into(getattr(first_stage, part), f"decoder.first_stage_model.{part}.", weights, vae)
-        trained = (encoder.encoder, encoder.encoder_output_linear) if train_encoder else ()
+        trained = encoder.acoustic_modules if train_encoder else ()
         for module in (*trained, self.codec.decoder.model):
             module.requires_grad_(True)
         # The training-only head only teaches the acoustic encoder: a frozen one has nothing to learn from it.
@@ -155,7 +161,7 @@ class LDMModule(StageModule):
             features = encoder.semantic_codebook.center(concat_patches(encoder.audiomae(fbank), config.concat_factor))
             centroids = encoder.semantic_codebook.lookup(encoder.semantic_codebook.nearest(features))
             cutoff = silence_cutoff_rows(fbank, tokens)
-        lstm_input = build_lstm_input(features, centroids, cutoff)
+        lstm_input = build_lstm_input(encoder.acoustic_input_features(fbank, features), centroids, cutoff)
         acoustic = encoder.encoder_output_linear(run_acoustic_lstm(encoder.encoder, lstm_input))
         budget = torch.tensor([min(tokens, token_budget(int(n), config.concat_factor)[1]) for n in batch["length"]],
                               device=acoustic.device)
@@ -286,6 +292,22 @@ def with_latent_prior(codec: SemantiCodec, width: int) -> SemantiCodec:
     if unexpected or any(".latent_prior." not in key for key in missing):
         raise RuntimeError(f"growing a latent prior left keys unmatched: {missing + unexpected}")
     return grown
+
+
+def with_acoustic_input(codec: SemantiCodec, acoustic_input: str, train_encoder: bool) -> SemantiCodec:
+    """``codec`` itself when its acoustic encoder reads ``acoustic_input``, else a copy that reads it, with
+    every weight kept but the input's own (a fresh ``fbank_projection``, or none): the acoustic
+    encoder then has to learn again, so it needs ``train_encoder``."""
+    if codec.config.acoustic_input == acoustic_input:
+        return codec
+    if not train_encoder:
+        raise SystemExit(f"model.init_from: its acoustic encoder reads {codec.config.acoustic_input!r}, the "
+                         f"config's {acoustic_input!r}; a new acoustic input needs model.train_encoder=true")
+    changed = SemantiCodec(dataclasses.replace(codec.config, acoustic_input=acoustic_input))
+    missing, unexpected = changed.load_state_dict(codec.state_dict(), strict=False)
+    if any(not key.startswith("encoder.fbank_projection.") for key in missing + unexpected):
+        raise RuntimeError(f"changing the acoustic input left keys unmatched: {missing + unexpected}")
+    return changed
 
 
 LATENT_HEAD_WIDTH = 256

@@ -158,3 +158,61 @@ def test_a_centred_codebook_quantises_features_minus_their_position_mean():
     assert not torch.equal(centred.tokens[..., 0], plain.tokens[..., 0])
     assert set(encoder.official_state_dict()) == set(SemantiCodecEncoder(get_config("tiny-50")).official_state_dict())
     assert CENTROIDS_KEY.replace("centroids", "position_mean") in encoder.state_dict()
+
+
+@pytest.mark.parametrize("token_rate", [100, 50, 25])
+def test_the_fbank_acoustic_input_reads_each_token_s_own_fbank_patch(token_rate):
+    from dataclasses import replace
+
+    from codec.acoustic import fbank_patches
+
+    torch.manual_seed(0)
+    config = replace(get_config(f"tiny-{token_rate}"), acoustic_input="fbank")
+    encoder = SemantiCodecEncoder(config).eval()
+    fbank = torch.randn(1, 1024, 128)
+    patches = fbank_patches(fbank, config.concat_factor)
+    assert patches.shape == (1, config.tokens_per_segment, 256 * config.concat_factor)
+    with torch.inference_mode():
+        out = encoder.encode_segments_detailed(fbank)
+    torch.testing.assert_close(out.lstm_input[..., : config.feature_dim], encoder.fbank_projection(patches))
+    torch.testing.assert_close(out.lstm_input[..., config.feature_dim:], out.centroids)
+    # The same patch content at another place in the window gives the same acoustic input there.
+    moved = fbank.clone()
+    moved[:, 16:32] = fbank[:, :16]
+    with torch.inference_mode():
+        again = encoder.acoustic_input_features(moved, out.features)
+    steps = 8 // min(config.concat_factor, 2)  # tokens per 16-frame time step
+    if config.concat_factor < 4:
+        torch.testing.assert_close(again[:, steps: 2 * steps], again[:, :steps])
+    assert encoder.acoustic_modules[0] is encoder.fbank_projection
+    assert not hasattr(SemantiCodecEncoder(get_config(f"tiny-{token_rate}")), "fbank_projection")
+
+
+def test_the_fbank_patches_follow_the_audiomae_patch_order():
+    from codec.acoustic import fbank_patches
+
+    fbank = torch.zeros(1, 1024, 128)
+    for time in range(64):
+        for freq in range(8):
+            fbank[0, 16 * time: 16 * time + 16, 16 * freq: 16 * freq + 16] = 8 * time + freq
+    assert torch.equal(fbank_patches(fbank, 1)[0], torch.arange(512.0)[:, None].expand(512, 256))
+    pairs = fbank_patches(fbank, 2)[0, 5]  # token 4t+j = patches (t, 2j), (t, 2j+1): 10 and 11
+    assert pairs[:256].unique().tolist() == [10.0] and pairs[256:].unique().tolist() == [11.0]
+    blocks = fbank_patches(fbank, 4)[0, 5]  # the 2x2 block (2, 2), (2, 3), (3, 2), (3, 3)
+    assert [blocks[256 * i: 256 * (i + 1)].unique().item() for i in range(4)] == [18.0, 19.0, 26.0, 27.0]
+
+
+def test_acoustic_input_is_checked_and_only_a_departure_from_the_official_input_changes_the_hash():
+    from dataclasses import replace
+
+    small, fbank = get_config("small-100"), get_config("small-fbank-100")
+    assert fbank.acoustic_input == "fbank" and small.acoustic_input == "audiomae"
+    assert replace(fbank, name="x", acoustic_input="audiomae").config_hash() == small.config_hash()
+    assert fbank.config_hash() != small.config_hash()
+    assert small.config_hash() == "00dcab36f0c5b8c2"  # the shipped codec's, recorded by its LM and token files
+    assert CodecConfig.from_dict(fbank.to_dict()) == fbank
+    legacy = small.to_dict()
+    legacy.pop("acoustic_input")  # a config.json saved before the key existed
+    assert CodecConfig.from_dict(legacy).acoustic_input == "audiomae"
+    with pytest.raises(ValueError, match="acoustic_input"):
+        replace(small, acoustic_input="mel")

@@ -212,3 +212,14 @@ def test_a_codec_with_a_centred_codebook_saves_and_loads(tmp_path):
     loaded = SemantiCodec.from_pretrained(codec.save_pretrained(tmp_path / "centred"))
     assert torch.equal(loaded.encoder.semantic_codebook.position_mean, mean)
     assert loaded.tokens_digest() == codec.tokens_digest() != SemantiCodec(get_config("tiny-100")).tokens_digest()
+
+
+def test_a_codec_reading_fbank_patches_saves_loads_and_encodes_the_same(tmp_path):
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    codec = SemantiCodec(replace(get_config("tiny-100"), name="tiny-fbank-100", acoustic_input="fbank")).eval()
+    loaded = SemantiCodec.from_pretrained(codec.save_pretrained(tmp_path / "fbank")).eval()
+    assert loaded.config == codec.config
+    wave = 0.1 * torch.randn(1, 24000)
+    assert torch.equal(loaded.encode(wave, 16000).tokens, codec.encode(wave, 16000).tokens)

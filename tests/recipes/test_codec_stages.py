@@ -285,6 +285,38 @@ def test_ldm_grows_a_latent_prior_that_changes_nothing_until_trained_and_ships(c
         assert (grown.decoder.unet(x, t, context) - old_unet(x, t, context)).abs().max() > 1e-3
 
 
+def test_ldm_moves_a_codec_to_the_fbank_acoustic_input_keeping_every_other_weight(corpus, tmp_path, monkeypatch):
+    import dataclasses
+
+    from codec.config import CONFIGS
+
+    torch.manual_seed(0)
+    tiny = get_config("tiny-100")
+    monkeypatch.setitem(CONFIGS, "tiny-fbank-100", dataclasses.replace(tiny, name="tiny-fbank-100",
+                                                                       acoustic_input="fbank"))
+    start = SemantiCodec(tiny)
+    start.decoder.scale_factor.fill_(0.5)
+    folder = start.save_pretrained(tmp_path / "start")
+    with pytest.raises(SystemExit, match="train_encoder=true"):
+        LDMModule("tiny-fbank-100", init_from=str(folder), train_encoder=False)
+    module = LDMModule("tiny-fbank-100", init_from=str(folder), cfg_dropout=0.0)
+    encoder = module.codec.encoder
+    assert module.codec.config.acoustic_input == "fbank" and float(module.codec.decoder.scale_factor) == 0.5
+    kept = {key: value for key, value in start.state_dict().items()}
+    assert all(torch.equal(value, kept[key]) for key, value in module.codec.state_dict().items()
+               if not key.startswith("encoder.fbank_projection."))
+    assert encoder.fbank_projection.weight.requires_grad and encoder.encoder.weight_ih_l0.requires_grad
+    batch = fixed_batch(corpus, 10.24)
+    loss, _ = module.training_loss(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert float(encoder.fbank_projection.weight.grad.abs().sum()) > 0
+    exported = module.export_weights()
+    assert {"encoder.fbank_projection.weight", "encoder.fbank_projection.bias"} <= set(exported)
+    moved = SemantiCodec(CONFIGS["tiny-fbank-100"])
+    moved.load_state_dict({**moved.state_dict(), **exported})
+    assert torch.equal(moved.encoder.fbank_projection.weight, encoder.fbank_projection.weight)
+
+
 def test_ldm_continues_a_codec_on_new_semantic_tokens(tmp_path):
     from semanticodec_lm.training.codec_stages import write_weights
 
