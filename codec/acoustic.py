@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codec.semantic import PATCH_GRID, check_token_range, concat_patches, nearest_codeword
+from codec.semantic import (
+    PATCH_GRID,
+    check_token_range,
+    concat_patches,
+    nearest_codeword,
+)
 
 # A frame whose 128 normalised bins have an (unbiased) std at or below this counts as silent padding.
 SILENT_FRAME_STD = 1e-7
