@@ -1,7 +1,8 @@
 """Acoustic half of the SemantiCodec encoder: silence detection, the BiLSTM, projection and the VQ codebook.
 
-The BiLSTM reads [AudioMAE feature | semantic centroid] per token; its projected output is matched
-to the nearest acoustic code. Shapes use S (segments), T (tokens per segment), F (feature width)
+The BiLSTM reads [AudioMAE feature | semantic centroid] per token (with the ``fbank`` acoustic input
+of our ``small-fbank-*`` configs, [projected fbank patch | semantic centroid]); its projected output
+is matched to the nearest acoustic code. Shapes use S (segments), T (tokens per segment), F (feature width)
 and V (acoustic vocabulary size).
 """
 
