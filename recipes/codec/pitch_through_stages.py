@@ -130,6 +130,31 @@ IDENTIFIED_REPRESENTATIONS = ("fbank", "AudioMAE feature", "semantic centroid", 
 SEMITONES_110_TO_880 = tuple(110.0 * 2 ** (step / 12) for step in range(37))
 
 
+def _encode_held_note(codec: SemantiCodec, hz: float, seconds: float):
+    """A held tone's fbank segment [1, 1024, 128], its EncoderOutputs, and its whole AudioMAE time steps
+    (the last, cut by the clip's end, left out)."""
+    if not 1.0 <= seconds <= SEGMENT_SECONDS:
+        raise ValueError(f"seconds must be in [1, {SEGMENT_SECONDS:g}] (one encoder window), got {seconds:g}")
+    front = waveform_to_fbank(harmonic_tone(hz, seconds), codec.config.concat_factor)
+    fbank = front.fbank.reshape(-1, SEGMENT_FRAMES, front.fbank.shape[-1])
+    steps = front.token_count // tokens_per_time_step(codec.config.concat_factor) - 1
+    return fbank, codec.encoder.encode_segments_detailed(fbank), steps
+
+
+@torch.no_grad()
+def held_note_code_changes(codec: SemantiCodec, tones_hz: list[float], seconds: float = 6.0) -> list[float]:
+    """Per frequency position: the share of time steps whose acoustic code differs from the step before,
+    over held tones ``tones_hz`` (after their first two steps). A held note's input does not change, so a
+    code that does follows the token's place in the window, not the sound: 0 is a stable description."""
+    per_step = tokens_per_time_step(codec.config.concat_factor)
+    changes = []
+    for hz in tones_hz:
+        _, out, steps = _encode_held_note(codec, hz, seconds)
+        ids = out.tokens[0, : steps * per_step, 1].reshape(steps, per_step)[2:]
+        changes.append((ids[1:] != ids[:-1]).float().mean(dim=0))
+    return torch.stack(changes).mean(dim=0).tolist()
+
+
 @torch.no_grad()
 def note_identification(codec: SemantiCodec, tones_hz: list[float], seconds: float = 6.0) -> dict[str, float]:
     """How well each representation inside the encoder tells the notes ``tones_hz`` apart.
@@ -143,18 +168,13 @@ def note_identification(codec: SemantiCodec, tones_hz: list[float], seconds: flo
     """
     if len(tones_hz) < 2:
         raise ValueError(f"need at least two tones to tell apart, got {len(tones_hz)}")
-    if not 1.0 <= seconds <= SEGMENT_SECONDS:
-        raise ValueError(f"seconds must be in [1, {SEGMENT_SECONDS:g}] (one encoder window), got {seconds:g}")
     encoder, config = codec.encoder, codec.config
     tokens_per_step = tokens_per_time_step(config.concat_factor)
     steps_per_segment = config.tokens_per_segment // tokens_per_step
     frames_per_step = SEGMENT_FRAMES // steps_per_segment
     per_note: dict[str, list[torch.Tensor]] = {name: [] for name in IDENTIFIED_REPRESENTATIONS}
     for hz in tones_hz:
-        front = waveform_to_fbank(harmonic_tone(hz, seconds), config.concat_factor)
-        fbank = front.fbank.reshape(-1, SEGMENT_FRAMES, front.fbank.shape[-1])
-        out = encoder.encode_segments_detailed(fbank)
-        steps = front.token_count // tokens_per_step - 1
+        fbank, out, steps = _encode_held_note(codec, hz, seconds)
         kept = steps * tokens_per_step
         centroids, codes = out.centroids[0, :kept], encoder.quantizer.lookup(out.tokens[0, :kept, 1])
         rows = {"fbank": fbank[0, : steps * frames_per_step], "AudioMAE feature": out.features[0, :kept],
@@ -221,6 +241,11 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float | None]]:
               f"{1 / len(SEMITONES_110_TO_880):.1%}): the decoder reads both tokens\n")
         print("| " + " | ".join(shares) + " |\n|" + "---|" * len(shares))
         print("| " + " | ".join(f"{share:.1%}" for share in shares.values()) + " |")
+        changes = held_note_code_changes(codec, list(SEMITONES_110_TO_880))
+        print("\nShare of time steps whose acoustic code changes on a held note, per frequency position "
+              "(lowest first; 0: one code for one sound)\n")
+        print("| " + " | ".join(str(position) for position in range(len(changes))) + " |\n|" + "---|" * len(changes))
+        print("| " + " | ".join(f"{change:.0%}" for change in changes) + " |")
     return results
 
 

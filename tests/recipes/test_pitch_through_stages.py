@@ -10,6 +10,7 @@ from recipes.codec.pitch_through_stages import (
     available_stages,
     cents,
     harmonic_tone,
+    held_note_code_changes,
     is_kept,
     main,
     measure_through_stages,
@@ -83,3 +84,15 @@ def test_note_identification_tells_notes_apart_from_the_fbank_and_not_from_ident
         note_identification(codec, [220.0])
     with pytest.raises(ValueError, match="one encoder window"):
         note_identification(codec, tones, seconds=11.0)
+
+
+def test_held_note_code_changes_counts_codes_that_move_on_an_unchanging_sound(monkeypatch):
+    codec = SemantiCodec(get_config("tiny-50")).eval()  # 4 tokens per time step
+    quantizer = codec.encoder.quantizer
+    monkeypatch.setattr(quantizer, "nearest", lambda x: torch.zeros(x.shape[:-1], dtype=torch.long))
+    assert held_note_code_changes(codec, [220.0, 330.0], seconds=3.0) == [0.0] * 4
+    # A code that counts the tokens changes at every step, whatever the sound.
+    monkeypatch.setattr(quantizer, "nearest", lambda x: torch.arange(x.shape[1]).expand(x.shape[:-1]) % 32)
+    assert held_note_code_changes(codec, [220.0], seconds=3.0) == [1.0] * 4
+    with pytest.raises(ValueError, match="one encoder window"):
+        held_note_code_changes(codec, [220.0], seconds=0.5)
