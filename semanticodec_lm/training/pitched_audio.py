@@ -1,10 +1,10 @@
 """Synthetic pitched sounds mixed into a decoder's training batches: notes at any pitch, varied spectra.
 
 The corpus holds few held notes (about 130 of its 1 397 synthetic music clips, one to eight per
-semitone), and a decoder trained on it renders many notes at a neighbouring pitch although its
-tokens tell them apart (``recipes.codec.pitch_through_stages --identify``). These clips show it
-every pitch from 55 to 1 760 Hz, on no fixed scale, with harmonic spectra, envelopes and vibrato
-drawn at random. Randomness comes only from the ``torch.Generator`` passed in (a CPU one).
+semitone), and a decoder trained on it renders many notes at a neighbouring pitch. These clips show
+it every pitch from 55 to 1 760 Hz, on no fixed scale, with harmonic spectra, envelopes and vibrato
+drawn at random. (On their own they did not move the shipped codec's notes: its acoustic codes
+follow the token's place in the window, ``recipes.codec.pitch_through_stages --identify``.) Randomness comes only from the ``torch.Generator`` passed in (a CPU one).
 """
 
 from __future__ import annotations
