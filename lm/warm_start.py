@@ -10,10 +10,17 @@ A deeper model than the source grows from it: the source's blocks fill the first
 added block starts with its two residual output projections at zero, so it adds nothing until
 trained and the grown model computes exactly the source's function at step 0 (a larger LM that
 starts where the shipped one stopped, rather than from noise).
+
+An LM of another codec's tokens can still give its audio rows when the same clips were tokenized by
+both codecs: each new id's row becomes the average of the source's rows of the ids it shares frames
+with, weighted by how often (:func:`co_occurrence`, :func:`translate_rows`). A stream both codecs
+tokenize alike (the semantic stream of a codec whose acoustic encoder alone was retrained) maps one
+to one, so its rows copy exactly; a retrained stream starts from what its ids sounded like before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,14 +45,17 @@ class WarmStartReport:
     skipped: list[str] = field(default_factory=list)
     grown: list[int] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)  # vocabulary ranges left out on purpose (another codec's)
+    translated: list[str] = field(default_factory=list)  # ranges whose rows came through co-occurrence
 
     def summary(self) -> str:
         rows = ", ".join(f"{name} {count}" for name, count in self.rows.items()) or "none"
         left = ", ".join(name for name in self.skipped if block_index(name) not in self.grown) or "nothing"
         grown = f"; blocks {self.grown[0]}-{self.grown[-1]} added as identity" if self.grown else ""
         fresh = f"; fresh (another codec's tokens): {', '.join(self.fresh)}" if self.fresh else ""
+        translated = (f"; translated from another codec's ids: {', '.join(self.translated)}"
+                      if self.translated else "")
         return (f"{len(self.copied)} tensors copied; vocabulary rows: {rows}; left at initialisation: {left}"
-                f"{grown}{fresh}")
+                f"{grown}{fresh}{translated}")
 
     def trained_parameters(self) -> list[str]:
         """Names of the parameters that hold the source's weights: whole, or a vocabulary tensor whose
@@ -55,7 +65,7 @@ class WarmStartReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"copied": len(self.copied), "rows": dict(self.rows), "skipped": list(self.skipped),
-                "grown": list(self.grown), "fresh": list(self.fresh)}
+                "grown": list(self.grown), "fresh": list(self.fresh), "translated": list(self.translated)}
 
 
 RESIDUAL_OUTPUTS = ("attention.out.weight", "ffn.down.weight")
@@ -87,12 +97,42 @@ def check_same_codec(source: dict[str, Any], tokens: dict[str, Any]) -> None:
                                  f"training tokens' {ours}): its audio embeddings would mean other sounds")
 
 
+def co_occurrence(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], new_vocab: int, old_vocab: int) -> torch.Tensor:
+    """Counts [new_vocab, old_vocab] float64: how many frames one codec gave id j where another gave id i.
+
+    ``pairs``: per clip, the new and the old codec's ids of one stream, int64 [T] each (the longer is
+    cut to the shorter; both codecs run at the same frame rate)."""
+    counts = torch.zeros(new_vocab * old_vocab, dtype=torch.float64)
+    for new, old in pairs:
+        frames = min(len(new), len(old))
+        new, old = new[:frames].long(), old[:frames].long()
+        if frames and (int(new.max()) >= new_vocab or int(old.max()) >= old_vocab or min(new.min(), old.min()) < 0):
+            raise ValueError(f"co_occurrence: ids outside the vocabularies ({new_vocab} new, {old_vocab} old)")
+        counts += torch.bincount(new * old_vocab + old, minlength=new_vocab * old_vocab).double()
+    return counts.view(new_vocab, old_vocab)
+
+
+def translate_rows(source_rows: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows for new ids from ``source_rows`` [old_vocab, D]: each the average of the rows of the old
+    ids it co-occurs with, weighted by ``counts`` [new_vocab, old_vocab] (:func:`co_occurrence`).
+
+    Returns the rows [new_vocab, D] (source dtype; zero where an id was never seen) and a bool mask
+    [new_vocab] of the ids that were seen."""
+    seen = counts.sum(dim=1) > 0
+    weights = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
+    return (weights @ source_rows.double()).to(source_rows.dtype), seen
+
+
 @torch.no_grad()
-def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool, same_audio: bool = True) -> WarmStartReport:
+def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool, same_audio: bool = True,
+               translations: dict[str, torch.Tensor] | None = None) -> WarmStartReport:
     """Copy ``source``'s weights into ``model`` where names and shapes allow; returns what was copied.
 
     ``same_audio`` says whether both read the same codec's tokens (:func:`check_same_codec`): the
-    semantic and acoustic rows copy only then. ``same_text`` says whether they share the text
+    semantic and acoustic rows copy only then. Otherwise ``translations`` may map "semantic" and
+    "acoustic" to co-occurrence counts [new_vocab, old_vocab] of the same clips tokenized by both
+    codecs (:func:`co_occurrence`): each new id seen there gets :func:`translate_rows`' row, the
+    others keep their initialisation. ``same_text`` says whether they share the text
     tokenizer (text rows copy only then, and only when the text vocabularies have the same size).
     Vocabulary tensors need the same model width. Blocks beyond the source's depth (same width)
     start as identity: their residual output projections are zeroed.
@@ -111,7 +151,18 @@ def warm_start(model: AudioLM, source: AudioLM, *, same_text: bool, same_audio: 
             mine, other = vocab_ranges(ours_layout, with_text), vocab_ranges(their_layout, with_text)
             for part, (start, end) in mine.items():
                 if part in ("semantic", "acoustic") and not same_audio:
-                    report.fresh.append(f"{name} {part}")
+                    counts = (translations or {}).get(part)
+                    if counts is None:
+                        report.fresh.append(f"{name} {part}")
+                        continue
+                    their_start, their_end = other[part]
+                    if counts.shape != (end - start, their_end - their_start):
+                        raise WarmStartError(f"{part} co-occurrence counts {tuple(counts.shape)} do not match the "
+                                             f"vocabularies ({end - start} new, {their_end - their_start} old)")
+                    rows, seen = translate_rows(value[their_start:their_end], counts)
+                    target[start:end][seen] = rows[seen]
+                    report.rows[f"{name} {part}"] = int(seen.sum())
+                    report.translated.append(f"{name} {part}")
                     continue
                 their_start, their_end = other[part]
                 if end - start == their_end - their_start and end > start:

@@ -9,7 +9,9 @@ Everything under ``trainer:`` goes to ``lightning.Trainer`` as is. A run restart
 ``run_dir`` resumes from ``<run_dir>/checkpoints/last.ckpt``. A new run with ``model.init_from=<LM folder
 or shipped name>`` (e.g. ``model.init_from=default``, as the codec stages' ``model.init_from``) starts from
 that LM's weights wherever the shapes allow (:mod:`lm.warm_start`; its tokens must come from the same
-codec, or with ``model.init_from_other_codec=true`` it gives its blocks and text rows only); a deeper
+codec, or with ``model.init_from_other_codec=true`` it gives its blocks and text rows only, and with
+``model.align_tokens=<token manifest of the same clips tokenized by that LM's codec>`` also its audio
+rows, translated by which ids share frames (:func:`lm.warm_start.co_occurrence`); a deeper
 model of the same width (``model.n_layers=8`` from a 4-layer LM) grows from it, its added layers
 starting as identity; the optimizer and the schedule start afresh. ``optim.warm_lr_scale=0.1``
 trains the weights it copied at a tenth of ``optim.lr`` (the added layers at the full rate), so a
@@ -26,15 +28,17 @@ import json
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from codec.manifest import ManifestError
 from codec.tokenfile import load_tokens
 from lm.api import LMFolderError, load_lm_folder
 from lm.config import lm_config
 from lm.data import read_manifest
 from lm.module import AudioLMModule, TokenDataModule
 from lm.text import TextTokenizer
-from lm.warm_start import WarmStartError, check_same_codec, warm_start
+from lm.warm_start import WarmStartError, check_same_codec, co_occurrence, warm_start
 from semanticodec_lm.training.runs import (
     AtomicCheckpointIO,
     RunSummary,
@@ -45,7 +49,7 @@ from semanticodec_lm.training.runs import (
 )
 
 # Model-section keys that say where the weights start, not the model's shape (not LMConfig fields).
-START_KEYS = ("init_from", "init_from_other_codec")
+START_KEYS = ("init_from", "init_from_other_codec", "align_tokens")
 
 
 def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
@@ -63,12 +67,41 @@ def model_fields(config: dict, tokenizer: TextTokenizer | None) -> dict:
     return fields
 
 
+def aligned_counts(manifest: str | Path, aligned: str | Path, source_codec: dict,
+                   vocab: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """Co-occurrence counts per stream ("semantic", "acoustic": [new_vocab, old_vocab] float64) of the
+    ``train`` clips of ``manifest`` and of ``aligned`` (the same clips, matched by their ``id``, tokenized
+    by the codec ``source_codec`` names); ``vocab`` gives the (new, old) vocabulary sizes per stream.
+    SystemExit when ``aligned`` holds another codec's tokens or no clip of ``manifest``."""
+    try:
+        theirs = {row.record["id"]: row for row in read_manifest(aligned, "train") if "id" in row.record}
+        ours = [row for row in read_manifest(manifest, "train") if row.record.get("id") in theirs]
+    except ManifestError as error:
+        raise SystemExit(f"model.align_tokens: {error}") from None
+    if not ours:
+        raise SystemExit(f"model.align_tokens={aligned}: none of its train clips (matched by id) is in {manifest}")
+    try:
+        check_same_codec(source_codec, load_tokens(theirs[ours[0].record["id"]].tokens).codec)
+    except WarmStartError as error:
+        raise SystemExit(f"model.align_tokens={aligned}: not the tokens of model.init_from's codec: {error}") from None
+    shards: dict[Path, list[torch.Tensor]] = {}
+
+    def clip(row) -> torch.Tensor:
+        if row.tokens not in shards:
+            shards[row.tokens] = load_tokens(row.tokens).items()
+        return shards[row.tokens][row.item]
+
+    pairs = [(clip(row), clip(theirs[row.record["id"]])) for row in ours]
+    return {stream: co_occurrence(((new[:, index], old[:, index]) for new, old in pairs), *vocab[stream])
+            for index, stream in enumerate(("semantic", "acoustic"))}
+
+
 def start_from(module: AudioLMModule, name: str, manifest: str | Path, tokenizer: TextTokenizer | None,
-               other_codec: bool = False) -> dict:
+               other_codec: bool = False, align_tokens: str | Path | None = None) -> dict:
     """Copy the LM ``name`` (a folder or shipped name) into ``module`` where shapes allow; returns the
     report. SystemExit when it cannot load, or was trained on another codec's tokens and ``other_codec``
-    (``model.init_from_other_codec``) is false; with it true, such an LM gives its blocks and text rows
-    only."""
+    (``model.init_from_other_codec``) is false; with it true, such an LM gives its blocks and text rows,
+    and its audio rows translated through ``align_tokens`` (:func:`aligned_counts`) when given."""
     try:
         folder = load_lm_folder(name)
     except LMFolderError as error:
@@ -84,9 +117,16 @@ def start_from(module: AudioLMModule, name: str, manifest: str | Path, tokenizer
             raise SystemExit(f"model.init_from={name}: {error} (model.init_from_other_codec=true copies its "
                              "blocks and text rows only)") from None
         same_audio = False
+    translations = None
+    if align_tokens is not None and not same_audio:
+        ours, theirs = module.model.config, folder.model.config
+        translations = aligned_counts(manifest, align_tokens, folder.codec, {
+            "semantic": (ours.semantic_vocab_size, theirs.semantic_vocab_size),
+            "acoustic": (ours.acoustic_vocab_size, theirs.acoustic_vocab_size)})
     same_text = (tokenizer is not None and folder.tokenizer is not None
                  and Path(tokenizer.path).read_bytes() == Path(folder.tokenizer.path).read_bytes())
-    report = warm_start(module.model, folder.model, same_text=same_text, same_audio=same_audio)
+    report = warm_start(module.model, folder.model, same_text=same_text, same_audio=same_audio,
+                        translations=translations)
     module.mark_warm(report.trained_parameters())
     print_line(f"model.init_from={name}: {report.summary()}")
     return report.to_dict()
@@ -110,6 +150,10 @@ def main(argv: list[str] | None = None) -> dict:
     fields = model_fields(config, tokenizer)
     init_from = fields.pop("init_from", None)
     init_from_other_codec = bool(fields.pop("init_from_other_codec", False))
+    align_tokens = fields.pop("align_tokens", None)
+    if align_tokens is not None and not (init_from and init_from_other_codec):
+        raise SystemExit("model.align_tokens translates the audio rows of model.init_from's LM of another codec: "
+                         "it needs model.init_from and model.init_from_other_codec=true")
     model_config = lm_config(fields.pop("size", "small"), **fields)
     datamodule = TokenDataModule(layout=model_config.layout, seed=int(config.get("seed", 0)), **data)
     if datamodule.max_sequence_length() > model_config.max_seq_len:
@@ -140,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     last = checkpoint_dir / "last.ckpt"
     started_from = None
     if init_from and not last.exists():  # a resumed run already holds its weights
-        started_from = start_from(module, init_from, data["manifest"], tokenizer, init_from_other_codec)
+        started_from = start_from(module, init_from, data["manifest"], tokenizer, init_from_other_codec,
+                                  align_tokens)
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None, weights_only=True)
     # A stop by max_time (or max_steps between intervals) would otherwise leave last.ckpt behind.
     trainer.save_checkpoint(last, weights_only=False)

@@ -1,16 +1,18 @@
 """lm/warm_start.py and ``model.init_from`` in recipes/lm/train.py: an LM starts from a trained one where shapes allow."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from codec.tokenfile import load_tokens
-from lm.api import export_checkpoint
+from codec.tokenfile import load_tokens, save_tokens
+from lm.api import export_checkpoint, load_lm_folder
 from lm.data import read_manifest
 from lm.model import AudioLM
-from lm.warm_start import WarmStartError, check_same_codec, vocab_ranges, warm_start
+from lm.warm_start import WarmStartError, check_same_codec, co_occurrence, translate_rows, vocab_ranges, warm_start
 from recipes.lm.train import main as train_main
+from tests.lm.conftest import CODEC
 from tests.lm.test_lm_train_recipe import train_args
 
 
@@ -175,3 +177,69 @@ def test_init_from_other_codec_lets_a_run_start_from_an_lm_of_other_tokens(token
     assert report["init_from"]["copied"] > 0 and "embed.weight semantic" not in rows
     assert "embed.weight acoustic" not in rows and rows["embed.weight special"] > 0
     assert report["init_from"]["fresh"] == ["embed.weight semantic", "embed.weight acoustic"]
+
+
+def test_co_occurrence_translates_rows_exactly_when_one_codec_renames_the_others_ids():
+    old = torch.tensor([0, 1, 2, 2, 1])
+    permutation = torch.tensor([2, 0, 1])
+    counts = co_occurrence([(permutation[old], old), (torch.tensor([1]), torch.tensor([0, 2]))], 4, 3)
+    assert counts.shape == (4, 3) and counts.sum() == 6  # the second clip is cut to its shorter stream
+    rows = torch.randn(3, 5)
+    translated, seen = translate_rows(rows, counts)
+    assert seen.tolist() == [True, True, True, False]
+    assert torch.allclose(translated[2], rows[0]) and torch.allclose(translated[0], rows[1])
+    assert torch.allclose(translated[1], (2 * rows[2] + rows[0]) / 3)  # new id 1 shared frames with old 2 twice, 0 once
+    with pytest.raises(ValueError, match="outside the vocabularies"):
+        co_occurrence([(torch.tensor([4]), torch.tensor([0]))], 4, 3)
+
+
+def _with_ids(manifest):
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps({**row, "id": f"clip-{n}"}) + "\n" for n, row in enumerate(rows)))
+    return rows
+
+
+def test_align_tokens_translates_the_audio_rows_of_an_lm_of_another_codec(token_corpus, tmp_path):
+    """The same clips tokenized by a retrained codec: semantic ids the same, acoustic ids renamed."""
+    rows = _with_ids(token_corpus)
+    retrained = dataclasses.replace(CODEC, acoustic_input="fbank")
+    permutation = torch.randperm(CODEC.acoustic_vocab_size, generator=torch.Generator().manual_seed(0))
+    corpus = tmp_path / "retrained"
+    for shard in sorted({row["tokens"] for row in rows}):
+        tokens = load_tokens(token_corpus.parent / shard)
+        renamed = torch.stack([tokens.tokens[..., 0], permutation[tokens.tokens[..., 1]]], dim=-1)
+        save_tokens(corpus / shard, renamed, tokens.lengths, retrained)
+    (corpus / "manifest.jsonl").write_text(token_corpus.read_text())
+    settings = ("trainer.val_check_interval=50", "logger=none", "trainer.max_steps=1")
+    train_main([*train_args(token_corpus, tmp_path / "first", *settings)])
+    codec = load_tokens(read_manifest(token_corpus, "train")[0].tokens).codec
+    folder = export_checkpoint(tmp_path / "first" / "checkpoints" / "last.ckpt", tmp_path / "model", codec)
+
+    with pytest.raises(SystemExit, match="needs model.init_from and model.init_from_other_codec=true"):
+        train_main([*train_args(corpus / "manifest.jsonl", tmp_path / "refused", *settings),
+                    f"model.align_tokens={token_corpus}"])
+    with pytest.raises(SystemExit, match="not the tokens of model.init_from's codec"):
+        train_main([*train_args(corpus / "manifest.jsonl", tmp_path / "refused", *settings),
+                    f"model.init_from={folder}", "model.init_from_other_codec=true",
+                    f"model.align_tokens={corpus / 'manifest.jsonl'}"])
+    run = tmp_path / "second"
+    report = train_main([*train_args(corpus / "manifest.jsonl", run, *settings, "optim.lr=0"),
+                         f"model.init_from={folder}", "model.init_from_other_codec=true",
+                         f"model.align_tokens={token_corpus}"])
+    assert report["init_from"]["translated"] == ["embed.weight semantic", "embed.weight acoustic"]
+    assert report["init_from"]["fresh"] == []
+    theirs = load_lm_folder(str(folder)).model.embed.weight
+    ours = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["model.embed.weight"]
+    layout = load_lm_folder(str(folder)).model.config.layout
+    (start, end), (a_start, a_end) = (vocab_ranges(layout, False)[part] for part in ("semantic", "acoustic"))
+    seen = report["init_from"]["rows"]
+    assert seen["embed.weight semantic"] > 0 and seen["embed.weight acoustic"] > 0
+    used = torch.zeros(CODEC.semantic_vocab_size, dtype=torch.bool)
+    used_acoustic = torch.zeros(CODEC.acoustic_vocab_size, dtype=torch.bool)
+    for row in read_manifest(token_corpus, "train"):
+        ids = load_tokens(row.tokens).items()[row.item]
+        used[ids[:, 0]] = True
+        used_acoustic[ids[:, 1]] = True
+    assert torch.equal(ours[start:end][used], theirs[start:end][used])  # the same ids: copied as they were
+    old_ids = used_acoustic.nonzero().flatten()
+    assert torch.equal(ours[a_start:a_end][permutation[old_ids]], theirs[a_start:a_end][old_ids])  # renamed rows
