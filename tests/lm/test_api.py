@@ -194,6 +194,9 @@ def test_cli_errors_name_the_problem(assets, tmp_path):
 def test_the_shipped_lm_generates_offline():
     if not (PRETRAINED_DIR / "default" / "config.json").is_file():
         pytest.skip("no shipped LM in lm/pretrained/default yet (recipes/text_to_audio/configs/default.yaml makes it)")
+    # The shipped LM names the shipped codec, not the folder its training tokens came from, which
+    # exists only on the machine that trained it.
+    assert load_lm_folder("default").codec_source == "default"
     generator = AudioGenerator.from_pretrained("default")
     # A new default codec must ship with an LM trained on its tokens: the recorded digest says which.
     assert generator.codec_identity["tokens_digest"] == generator.codec.tokens_digest()
