@@ -20,7 +20,9 @@ Variants, each in a fresh subprocess so its peak RSS is its own:
   ``dpmpp-10-bf16-compiled-vocoder``: ``dpmpp-10-bf16`` with the vocoder compiled by Inductor with
   weight freezing (oneDNN fuses its activations and residual sums into the convs). Compilation runs
   on a 2-step warm-up decode of the same tokens (every shape the timed decode meets) and is reported
-  apart, not in s/window.
+  apart, not in s/window;
+- ``prior``: no diffusion, the UNet's latent prior straight to the VAE (``sampler="prior"``; small
+  configurations only, so not among the defaults).
 
 The CPU's model and its bf16 flags are printed above the table. ``--quality CODEC`` instead
 measures what bf16 costs on real audio: the repository's acceptance clips reconstructed by that codec
@@ -31,6 +33,7 @@ reconstruction's own distance to the input.
     .venv/bin/python benchmarks/codec_decode.py --seconds 10.24 --variants official,ours,ours-bf16
     .venv/bin/python benchmarks/codec_decode.py --seconds 10.24 --warm   # steady state, first call apart
     .venv/bin/python benchmarks/codec_decode.py --quality default
+    .venv/bin/python benchmarks/codec_decode.py --config small-fbank-100 --seconds 10.24 --variants dpmpp-25,prior --repeats 3
     .venv/bin/python benchmarks/codec_decode.py --device cuda --batch-size 16 --variants ours,ours-bf16
 """
 
@@ -61,7 +64,9 @@ VARIANTS = {"official": ("ddim", 50, "fp32", ""), "official-procedure": ("ddim",
             "ours": ("ddim", 50, "fp32", ""), "ours-bf16": ("ddim", 50, "bf16", ""),
             "ours-bf16-compiled": ("ddim", 50, "bf16", "unet"), "dpmpp-10": ("dpmpp2m", 10, "fp32", ""),
             "dpmpp-25": ("dpmpp2m", 25, "fp32", ""), "dpmpp-10-bf16": ("dpmpp2m", 10, "bf16", ""),
-            "dpmpp-10-bf16-compiled-vocoder": ("dpmpp2m", 10, "bf16", "vocoder")}
+            "dpmpp-10-bf16-compiled-vocoder": ("dpmpp2m", 10, "bf16", "vocoder"), "prior": ("prior", 1, "fp32", "")}
+# The latent-prior decoder exists in the small configurations only (--config small-fbank-100).
+DEFAULT_VARIANTS = [name for name in VARIANTS if name != "prior"]
 ACCEPTANCE_CLIPS = Path(__file__).resolve().parents[1] / "tests" / "data" / "codec_acceptance"
 
 
@@ -177,7 +182,7 @@ def run_variant(variant: str, seconds: float, batch_size: int, device: str, bf16
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", default="10.24,60", help="token-sequence durations")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per decoder batch (ours, dpmpp)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")

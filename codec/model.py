@@ -28,8 +28,7 @@ from codec import checkpoints
 from codec.arguments import check_float, check_int, check_seeds
 from codec.audio import load_audio, prepare_waveform
 from codec.config import SAMPLE_RATE, CodecConfig, get_config, official_config
-from codec.decoder import LatentDiffusionDecoder
-from codec.diffusion.samplers import SAMPLERS
+from codec.decoder import DECODE_SAMPLERS, PRIOR_SAMPLER, LatentDiffusionDecoder, check_sampler
 from codec.encoder import SemantiCodecEncoder
 from codec.frontend import iter_fbank_segments, pad_to_segments, segment_count, token_budget
 from codec.tokenfile import validate_tokens
@@ -331,6 +330,12 @@ class SemantiCodec(nn.Module):
         seeds = check_seeds(seed, count)
         return torch.randint(0, 2**62, (count,)).tolist() if seeds is None else seeds
 
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """The ``sampler`` values :meth:`decode` accepts for this codec (``"prior"`` only where its UNet has
+        a latent prior)."""
+        return tuple(name for name in DECODE_SAMPLERS if name != PRIOR_SAMPLER or self.config.unet.latent_prior_width)
+
     def check_decode_settings(self, steps: object, cfg_scale: object, sampler: object, eta: object,
                               batch_size: object, precision: object = "fp32") -> None:
         """Raise ValueError for decoder settings that would run but give garbage (NaN guidance, an empty
@@ -339,8 +344,7 @@ class SemantiCodec(nn.Module):
         check_float("cfg_scale", cfg_scale, 0.0)
         check_float("eta", eta, 0.0, 1.0)
         check_int("batch_size", batch_size, 1)
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        check_sampler(self.config, sampler)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
@@ -361,7 +365,9 @@ class SemantiCodec(nn.Module):
         """Tokens [B, T, 2] (+ lengths [B]) to audio float32 [B, 1, N] at 16 kHz (zero-padded).
 
         ``sampler``: ``"ddim"`` (official; ``eta=1`` stochastic as released, ``eta=0``
-        deterministic) or ``"dpmpp2m"`` (DPM-Solver++(2M), deterministic, good at 10-25 steps).
+        deterministic), ``"dpmpp2m"`` (DPM-Solver++(2M), deterministic, good at 10-25 steps) or
+        ``"prior"`` (no diffusion: the UNet's latent prior, where the codec has one; ignores
+        ``steps``, ``cfg_scale``, ``eta`` and ``seed``).
         """
         self.check_decode_settings(steps, cfg_scale, sampler, eta, batch_size, precision)
         self._item_seeds(seed, tokens.shape[0] if tokens.dim() == 3 else 1)

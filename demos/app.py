@@ -200,7 +200,11 @@ def build_app(demo: Demo, concurrency: int = 2) -> gr.Blocks:
                     clip = gr.Audio(label=f"Clip (at most {demo.max_upload_seconds:g} s)", type="filepath",
                                     sources=["upload", "microphone"], elem_id="codec-input")
                     steps = gr.Slider(1, 50, value=demo.decode_steps, step=1, label="Decoder steps")
-                    sampler = gr.Radio(["dpmpp2m", "ddim"], value="dpmpp2m", label="Sampler")
+                    # The small codecs' latent prior decodes closer to the input than their diffusion, and
+                    # faster (docs/codec-model-card.md): their default here; the official ones have none.
+                    sampler = gr.Radio(sorted(demo.codec.samplers, key="prior dpmpp2m ddim".split().index),
+                                       value="prior" if "prior" in demo.codec.samplers else "dpmpp2m",
+                                       label="Sampler", info="prior: no diffusion (steps and seed unused)")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                     button = gr.Button("Encode and decode", variant="primary", elem_id="codec-run")
                 with gr.Column():

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from codec.config import SAMPLE_RATE
+from codec.decoder import DECODE_SAMPLERS
 from codec.files import atomic_path
 from codec.tokenfile import SUFFIX as TOKEN_SUFFIX
 
@@ -44,12 +45,19 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=50, help="diffusion steps (default: %(default)s)")
     parser.add_argument("--cfg-scale", type=float, default=2.0, help="classifier-free guidance (default: %(default)s)")
-    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="ddim", help="(default: %(default)s)")
+    _add_sampler_arg(parser, "ddim")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise; 0 is deterministic (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the diffusion noise (default: random)")
     parser.add_argument("--batch-size", type=int, default=4, help="decoder windows per batch (default: %(default)s)")
     _add_precision_arg(parser)
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that a finished run already wrote")
+
+
+def _add_sampler_arg(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--sampler", choices=DECODE_SAMPLERS, default=default,
+                        help="ddim (official), dpmpp2m (deterministic, good at 10-25 steps) or prior (no diffusion: "
+                             "the latent prior of codecs that have one, the small defaults; fast, clearer speech, "
+                             "blurrier music) (default: %(default)s)")
 
 
 def _add_precision_arg(parser: argparse.ArgumentParser) -> None:
@@ -384,7 +392,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=50, help="diffusion steps (default: %(default)s)")
     parser.add_argument("--cfg-scale", type=float, default=2.0, help="classifier-free guidance (default: %(default)s)")
-    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="ddim", help="(default: %(default)s)")
+    _add_sampler_arg(parser, "ddim")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise; 0 is deterministic (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the diffusion noise (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=4, help="decoder windows per batch (default: %(default)s)")
@@ -476,7 +484,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"classifier-free guidance on the text "
                              f"(default: {DEFAULT_TEXT_CFG_SCALE:g} with --text, 1 without)")
     parser.add_argument("--decode-steps", type=int, default=25, help="diffusion decoder steps (default: %(default)s)")
-    parser.add_argument("--sampler", choices=["ddim", "dpmpp2m"], default="dpmpp2m", help="(default: %(default)s)")
+    _add_sampler_arg(parser, "dpmpp2m")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="fp32, or bf16 autocast: faster on AMX / AVX512-BF16 CPUs and GPUs (default: %(default)s)")

@@ -25,7 +25,6 @@ import math
 import torch
 
 from codec.config import SAMPLE_RATE, SEGMENT_FRAMES, SEGMENT_SAMPLES
-from codec.diffusion.conditioning import build_context
 from codec.frontend import log_mel_64, waveform_to_fbank
 from codec.metrics import comb_share, pitch_hz
 from codec.model import SemantiCodec
@@ -60,22 +59,6 @@ def available_stages(codec: SemantiCodec) -> tuple[str, ...]:
     return tuple(name for name in STAGES if name != "latent prior" or codec.config.unet.latent_prior_width)
 
 
-def prior_waveform(codec: SemantiCodec, wave: torch.Tensor) -> torch.Tensor:
-    """Encode ``wave`` [N] (one window at most) and decode the UNet latent prior's estimate of its latent
-    through the VAE and vocoder, no diffusion -> [1, 1, samples] float32."""
-    encoded = codec.encode(wave[None], SAMPLE_RATE)
-    length, window = int(encoded.lengths[0]), codec.config.window_tokens
-    if length > window:
-        raise ValueError(f"the latent-prior stage decodes one window ({window} tokens), got {length}")
-    features = codec.encoder.tokens_to_features(encoded.tokens[:, :length])
-    padded = features.new_full((1, window, features.shape[-1]), -1.0)
-    padded[:, :length] = features
-    decoder = codec.decoder
-    latents = decoder.unet.estimate_latents(build_context(padded))
-    stage = decoder.first_stage_model
-    return stage.mel_to_waveform(stage.decode(latents / decoder.scale_factor))[..., : wave.numel()]
-
-
 @torch.inference_mode()
 def decoder_frame_rate(codec: SemantiCodec) -> float:
     """Frames per second the decoder's vocoder runs at (100 for a hop of 160 at 16 kHz): where its buzz sits."""
@@ -95,7 +78,7 @@ def stage_waveforms(codec: SemantiCodec, wave: torch.Tensor, stages: tuple[str, 
     run = {
         "vocoder": lambda: stage.mel_to_waveform(mel),
         "VAE + vocoder": lambda: stage.mel_to_waveform(stage.decode(stage.encode(mel).mode())),
-        "latent prior": lambda: prior_waveform(codec, wave),
+        "latent prior": lambda: codec.reconstruct(wave[None], SAMPLE_RATE, sampler="prior"),
         "codec": lambda: codec.reconstruct(wave[None], SAMPLE_RATE, steps=steps, sampler="dpmpp2m", seed=seed),
     }
     return {name: run[name]()[0, 0] for name in stages}

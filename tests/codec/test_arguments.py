@@ -39,7 +39,8 @@ def codec():
     ({"steps": 5000}, "steps must be"),
     ({"batch_size": -1}, "batch_size must be >= 1"),
     ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"sampler": "euler"}, "sampler must be one of ddim, dpmpp2m"),
+    ({"sampler": "euler"}, "sampler must be one of ddim, dpmpp2m, prior"),
+    ({"sampler": "prior"}, "'prior' needs a UNet with a latent prior"),  # tiny UNets have none
     ({"seed": "7"}, "seed must be"),
     ({"seed": 1.5}, "seed must be None, an integer"),
 ])
@@ -65,7 +66,8 @@ def test_cli_refuses_nan_guidance_in_one_line_and_writes_nothing(codec, tmp_path
     codec.save_pretrained(folder)
     tokens = tmp_path / "t.tokens.safetensors"
     save_tokens(tokens, torch.zeros(1, 10, 2, dtype=torch.long), None, codec.config)
-    for flag, value in (("--cfg-scale", "nan"), ("--eta", "nan"), ("--batch-size", "-1"), ("--steps", "0")):
+    for flag, value in (("--cfg-scale", "nan"), ("--eta", "nan"), ("--batch-size", "-1"), ("--steps", "0"),
+                        ("--sampler", "prior")):  # tiny-100 has no latent prior
         out = tmp_path / f"out{flag}"
         status = main(["decode", str(tokens), "-o", str(out), "--model", str(folder), flag, value])
         err = capsys.readouterr().err

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 from codec.audio import AudioError, write_audio
 from codec.checkpoints import CheckpointError
 from codec.config import get_config
+from codec.diffusion.conditioning import build_context
 from codec.model import SemantiCodec
 from codec.tokenfile import TokenFileError
 
@@ -130,6 +131,31 @@ def test_decode_shapes_seeds_and_batch_independence(codec):
         assert (audio[i, :, samples[i]:] == 0).all()
     other_seed = codec.decode(tokens[:1, :10], steps=2, seed=8)
     assert not torch.equal(other_seed[0, :, :3200], audio[0, :, :3200])
+
+
+def test_the_prior_sampler_decodes_the_latent_priors_estimate_without_noise():
+    import dataclasses
+
+    torch.manual_seed(0)
+    tiny = get_config("tiny-100")
+    codec = SemantiCodec(dataclasses.replace(tiny, unet=dataclasses.replace(tiny.unet, latent_prior_width=8))).eval()
+    assert codec.samplers == ("ddim", "dpmpp2m", "prior")
+    wave = tone(11.0)  # two windows: the prior is decoded window by window and crossfaded like diffusion
+    audio = codec.reconstruct(wave[None], 16000, sampler="prior", seed=1)
+    tokens, lengths = codec.encode(wave[None], 16000)
+    assert audio.shape == (1, 1, codec.num_samples(lengths)[0]) and bool(audio.isfinite().all())
+    # No noise is drawn: seed, steps and guidance change nothing.
+    assert torch.equal(audio, codec.reconstruct(wave[None], 16000, sampler="prior", seed=2, steps=3, cfg_scale=5.0))
+    assert not torch.equal(audio, codec.reconstruct(wave[None], 16000, sampler="dpmpp2m", steps=2, seed=1))
+    features = codec._window_features(tokens[0], 0, codec.config.window_tokens)[None]
+    with torch.no_grad():
+        expected = codec.decoder.unet.estimate_latents(build_context(features))
+        torch.testing.assert_close(codec.decoder.sample_latents(features, sampler="prior"), expected)
+        codec.decoder.unet.latent_prior.net[-1].bias.add_(3.0)  # only the estimate sees this
+    assert not torch.equal(audio, codec.reconstruct(wave[None], 16000, sampler="prior"))
+    with pytest.raises(ValueError, match="'prior' needs a UNet with a latent prior; codec 'tiny-100' has none"):
+        SemantiCodec(tiny).decode(tokens, lengths, sampler="prior")
+    assert SemantiCodec(tiny).samplers == ("ddim", "dpmpp2m")
 
 
 def test_iter_decode_streams_the_same_audio(codec):

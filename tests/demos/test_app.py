@@ -64,6 +64,27 @@ def test_the_page_has_three_tabs_and_the_slider_stops_at_the_models_limit(app_mo
     assert len(sliders) == 2 and all(0 < s["maximum"] <= demo.generator.max_seconds() for s in sliders)
 
 
+def _sampler_radio(app_module, demo) -> dict:
+    config = app_module.build_app(demo).get_config_file()
+    return next(c["props"] for c in config["components"]
+                if c.get("type") == "radio" and c["props"].get("label") == "Sampler")
+
+
+def test_the_sampler_offers_the_latent_prior_first_only_where_the_codec_has_one(app_module, demo, tmp_path):
+    import dataclasses
+
+    radio = _sampler_radio(app_module, demo)  # tiny-100: no latent prior
+    assert [choice[0] for choice in radio["choices"]] == ["dpmpp2m", "ddim"] and radio["value"] == "dpmpp2m"
+    tiny = get_config("tiny-100")
+    with_prior = dataclasses.replace(tiny, unet=dataclasses.replace(tiny.unet, latent_prior_width=8))
+    demo.codec = demo.generator.codec = SemantiCodec(with_prior).eval()
+    radio = _sampler_radio(app_module, demo)
+    assert [choice[0] for choice in radio["choices"]] == ["prior", "dpmpp2m", "ddim"] and radio["value"] == "prior"
+    clip = _clip(tmp_path / "clip.wav", 1.0)
+    first = demo.round_trip(clip, 1, "prior", 0)[0][1]
+    assert first.shape[0] >= 16000 and np.array_equal(first, demo.round_trip(clip, 7, "prior", 5)[0][1])
+
+
 def test_generation_returns_the_requested_length_and_its_tokens(demo, tmp_path):
     (rate, samples), token_file = demo.generate("pink noise", None, 0.5, 3, 1.0, 0, 1.0, 3.0)
     assert rate == 16000 and samples.shape == (8000,) and samples.dtype == np.int16

@@ -16,7 +16,7 @@ from recipes.codec.pitch_through_stages import (
     measure_through_stages,
     note_identification,
     pitch_through_stages,
-    prior_waveform,
+    stage_waveforms,
 )
 
 
@@ -50,22 +50,16 @@ def test_buzz_is_measured_for_the_input_and_every_stage(monkeypatch):
         main(["--seconds", "0.5"])
 
 
-def test_the_latent_prior_stage_decodes_the_priors_estimate_without_diffusion():
+def test_the_latent_prior_stage_is_the_codec_decoding_with_the_prior_sampler(monkeypatch):
     import dataclasses
 
-    torch.manual_seed(0)
     tiny = get_config("tiny-100")
     codec = SemantiCodec(dataclasses.replace(tiny, unet=dataclasses.replace(tiny.unet, latent_prior_width=8))).eval()
     assert available_stages(codec) == STAGES
-    wave = harmonic_tone(220.0, 1.0)
-    with torch.no_grad():
-        before = prior_waveform(codec, wave)
-        codec.decoder.unet.latent_prior.net[-1].bias.add_(3.0)  # only the estimate sees this
-        after = prior_waveform(codec, wave)
-    assert before.shape == (1, 1, 16000) and bool(before.isfinite().all())
-    assert not torch.equal(after, before)  # an untrained tiny VAE and vocoder pass little of it, but some
-    with pytest.raises(ValueError, match="one window"):
-        prior_waveform(codec, harmonic_tone(220.0, 11.0))
+    calls = []
+    monkeypatch.setattr(codec, "reconstruct", lambda wave, rate, **kwargs: calls.append(kwargs) or wave[:, None])
+    stage_waveforms(codec, harmonic_tone(220.0, 0.5), ("latent prior",))
+    assert calls == [{"sampler": "prior"}]
     with pytest.raises(ValueError, match="unknown stages"):
         pitch_through_stages(SemantiCodec(tiny).eval(), [220.0], stages=("latent prior",))
 
