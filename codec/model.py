@@ -28,7 +28,7 @@ from codec import checkpoints
 from codec.arguments import check_float, check_int, check_seeds
 from codec.audio import load_audio, prepare_waveform
 from codec.config import SAMPLE_RATE, CodecConfig, get_config, official_config
-from codec.decoder import DECODE_SAMPLERS, PRIOR_SAMPLER, LatentDiffusionDecoder, check_sampler
+from codec.decoder import LatentDiffusionDecoder, check_sampler, decode_samplers
 from codec.encoder import SemantiCodecEncoder
 from codec.frontend import iter_fbank_segments, pad_to_segments, segment_count, token_budget
 from codec.tokenfile import validate_tokens
@@ -334,7 +334,7 @@ class SemantiCodec(nn.Module):
     def samplers(self) -> tuple[str, ...]:
         """The ``sampler`` values :meth:`decode` accepts for this codec (``"prior"`` only where its UNet has
         a latent prior)."""
-        return tuple(name for name in DECODE_SAMPLERS if name != PRIOR_SAMPLER or self.config.unet.latent_prior_width)
+        return decode_samplers(self.config)
 
     def check_decode_settings(self, steps: object, cfg_scale: object, sampler: object, eta: object,
                               batch_size: object, precision: object = "fp32") -> None:

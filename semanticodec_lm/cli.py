@@ -56,8 +56,8 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
 def _add_sampler_arg(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--sampler", choices=DECODE_SAMPLERS, default=default,
                         help="ddim (official), dpmpp2m (deterministic, good at 10-25 steps) or prior (no diffusion: "
-                             "the latent prior of codecs that have one, the small defaults; fast, clearer speech, "
-                             "blurrier music) (default: %(default)s)")
+                             "the latent prior of codecs that have one, as the shipped default; several times "
+                             "faster, and there closer to the input) (default: %(default)s)")
 
 
 def _add_precision_arg(parser: argparse.ArgumentParser) -> None:
