@@ -61,6 +61,10 @@ class UNetConfig:
     # are broadcast over frequency, it says where in frequency the energy lies (a note's harmonics),
     # which a small UNet trained briefly does not learn to place from cross-attention.
     latent_prior_width: int = 0
+    # Residual blocks (``codec.diffusion.unet.PriorBlock``, time dilations 1, 2, 4, 8, ...) inside the
+    # latent prior, between its 3x3 mixer and its output: the plain prior was capacity-limited (two
+    # such blocks cut its `valid` latent MSE by 11 % on the same data). 0: the prior as first shipped.
+    latent_prior_blocks: int = 0
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,7 @@ class CodecConfig:
         # changes how the decoder reads tokens, not what they mean: a decoder that gains one keeps
         # its tokens' identity (and any LM trained on them).
         data["unet"].pop("latent_prior_width")
+        data["unet"].pop("latent_prior_blocks")
         # Nor does the vocoder's dither: it changes the waveform a decoder makes, not what an id means.
         data["vocoder"].pop("dither", None)
         # The key came after hashes were recorded: the official input keeps the hashes it had.
@@ -288,7 +293,7 @@ def _small(token_rate: int) -> CodecConfig:
         lstm_layers=1,
         unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2), attention_resolutions=(4, 2),
                         num_res_blocks=1, num_head_channels=32, aligned_context_channels=32,
-                        latent_prior_width=256),
+                        latent_prior_width=256, latent_prior_blocks=6),
         vae=VAEConfig(ch=32, ch_mult=(1, 2, 4)),
         vocoder=ISTFTVocoderConfig(dither=0.02),
     )

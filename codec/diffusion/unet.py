@@ -248,6 +248,24 @@ class TokenGrid:
         return self.latent_freq // self.positions
 
 
+class PriorBlock(nn.Module):
+    """A residual bottleneck over the latent prior's (time step, frequency position) grid [B, W, S, P]:
+    1x1 down to W/2, a 3x3 convolution dilated ``dilation`` times along time, 1x1 back up. The last
+    convolution starts at zero, so a prior that gains blocks computes what it did until trained."""
+
+    def __init__(self, width: int, dilation: int) -> None:
+        super().__init__()
+        inner = width // 2
+        self.net = nn.Sequential(nn.GELU(), nn.Conv2d(width, inner, 1), nn.GELU(),
+                                 nn.Conv2d(inner, inner, 3, padding=(dilation, 1), dilation=(dilation, 1)),
+                                 nn.GELU(), nn.Conv2d(inner, width, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.net(hidden)
+
+
 class LatentPrior(nn.Module):
     """Conditioning features [B, steps x positions, D] -> an estimate of the latent [B, C, T, F].
 
@@ -256,20 +274,25 @@ class LatentPrior(nn.Module):
     frequency position lands on latent frequency rows, not on latent frames.
     """
 
-    def __init__(self, feature_dim: int, width: int, channels: int, grid: TokenGrid) -> None:
+    def __init__(self, feature_dim: int, width: int, channels: int, grid: TokenGrid, residual_blocks: int = 0) -> None:
         super().__init__()
         self.grid, self.channels = grid, channels
         block = channels * grid.frames_per_step * grid.rows_per_position
         self.net = nn.Sequential(nn.Conv2d(feature_dim, width, 1), nn.GELU(),
                                  nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, block, 1))
+        # Dilations double along time (1, 2, 4, 8, 1, ...): four blocks see about +-1.5 s of tokens.
+        self.blocks = nn.ModuleList(PriorBlock(width, 2 ** (k % 4)) for k in range(residual_blocks))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         grid, (batch, rows, width) = self.grid, features.shape
         if rows != grid.steps * grid.positions:
             raise ValueError(f"the latent prior reads {grid.steps * grid.positions} conditioning rows, got {rows}")
         cells = features.reshape(batch, grid.steps, grid.positions, width).permute(0, 3, 1, 2)
-        blocks = self.net(cells).reshape(batch, self.channels, grid.frames_per_step, grid.rows_per_position,
-                                         grid.steps, grid.positions)
+        hidden = self.net[:3](cells)
+        for residual in self.blocks:
+            hidden = residual(hidden)
+        blocks = self.net[3:](hidden).reshape(batch, self.channels, grid.frames_per_step, grid.rows_per_position,
+                                              grid.steps, grid.positions)
         return blocks.permute(0, 1, 4, 2, 5, 3).reshape(batch, self.channels, grid.latent_time, grid.latent_freq)
 
 
@@ -307,6 +330,8 @@ class UNet(nn.Module):
 
     def __init__(self, cfg: UNetConfig, context_dim: int, token_grid: TokenGrid | None = None) -> None:
         super().__init__()
+        if cfg.latent_prior_blocks and not cfg.latent_prior_width:
+            raise ValueError("latent_prior_blocks > 0 needs a latent prior (latent_prior_width > 0)")
         if cfg.latent_prior_width and token_grid is None:
             raise ValueError("a UNet with a latent prior (latent_prior_width > 0) needs the token_grid")
         widths = [cfg.model_channels * mult for mult in cfg.channel_mult]
@@ -374,7 +399,7 @@ class UNet(nn.Module):
         self.token_grid = token_grid
         if cfg.latent_prior_width:  # positions are the grid itself: the prior reads the features only
             self.latent_prior = LatentPrior(context_dim - POSITION_DIM, cfg.latent_prior_width, cfg.in_channels,
-                                            token_grid)
+                                            token_grid, cfg.latent_prior_blocks)
         self._cross_transformers = [
             m for m in self.modules() if isinstance(m, SpatialTransformer) and m.context_dim is not None
         ]

@@ -37,7 +37,12 @@ weight but that input's own and needs ``train_encoder``.
 instead of the stage folders (a codec whose UNet has no latent prior gains one: its first
 convolution's new input channels start at zero, so the UNet starts computing what it did);
 ``train_encoder: false`` then keeps its acoustic encoder and VQ frozen, so the tokens (and any LM
-trained on them) stay valid while the UNet improves. With
+trained on them) stay valid while the UNet improves. ``train_unet: false`` (with a latent prior,
+``latent_head_weight`` > 0 and a frozen encoder) trains the latent prior alone, with no diffusion loss
+and no UNet pass: a step costs the frozen encoders and the prior only, so the prior, which the
+``prior`` sampler decodes directly, gets many more steps per CPU-hour. A config whose prior has more
+residual blocks (``UNetConfig.latent_prior_blocks``) than ``init_from``'s grows them, each starting
+as the identity. With
 ``init_from``, ``audiomae``, ``kmeans`` and ``vae`` may still name new stage runs: they replace the
 codec's own (new semantic tokens need ``train_encoder: true``; a new VAE has its ``scale_factor``
 measured again), and the acoustic encoder and UNet continue from the codec's weights.
@@ -96,7 +101,7 @@ class LDMModule(StageModule):
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 100,
                  min_lr_ratio: float = 1.0, min_snr_gamma: float = 0.0, ema_decay: float = 0.0,
                  init_from: str | None = None, train_encoder: bool = True, latent_precision: str = "fp32",
-                 latent_head_weight: float = 0.0, pitched_share: float = 0.0) -> None:
+                 latent_head_weight: float = 0.0, pitched_share: float = 0.0, train_unet: bool = True) -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
         self.save_hyperparameters()
         if latent_precision not in PRECISIONS:
@@ -106,12 +111,16 @@ class LDMModule(StageModule):
         if not 0.0 <= pitched_share <= 1.0:
             raise SystemExit(f"model.pitched_share must be in [0, 1], got {pitched_share}")
         config = self.codec_config
+        if not train_unet and not (config.unet.latent_prior_width and latent_head_weight > 0 and not train_encoder):
+            raise SystemExit("model.train_unet=false trains the latent prior alone: it needs a config with a latent "
+                             "prior, model.latent_head_weight > 0 and model.train_encoder=false")
         if init_from:
             if (audiomae is not None or kmeans is not None) and not train_encoder:
                 raise SystemExit("a new model.audiomae or model.kmeans changes the semantic tokens and the acoustic "
                                  "encoder's input: it needs model.train_encoder=true")
             self.codec = with_acoustic_input(
-                with_latent_prior(SemantiCodec.from_pretrained(init_from), config.unet.latent_prior_width),
+                with_latent_prior(SemantiCodec.from_pretrained(init_from), config.unet.latent_prior_width,
+                                  config.unet.latent_prior_blocks),
                 config.acoustic_input, train_encoder).requires_grad_(False)
             if self.codec.config.to_dict() | {"name": "", "vocoder": None} != config.to_dict() | {"name": "", "vocoder": None}:
                 raise SystemExit(f"model.init_from={init_from}: its config differs from {config.name!r} beyond the vocoder")
@@ -130,7 +139,8 @@ class LDMModule(StageModule):
             for part in VAE_PARTS:
                 load_into(getattr(first_stage, part), f"decoder.first_stage_model.{part}.", weights, vae)
         trained = encoder.acoustic_modules if train_encoder else ()
-        for module in (*trained, self.codec.decoder.model):
+        decoder_trained = self.codec.decoder.model if train_unet else self.codec.decoder.unet.latent_prior
+        for module in (*trained, decoder_trained):
             module.requires_grad_(True)
         # The training-only head only teaches the acoustic encoder: a frozen one has nothing to learn from it.
         has_prior = bool(config.unet.latent_prior_width)
@@ -203,16 +213,19 @@ class LDMModule(StageModule):
         window, kept, commitment, logs = self.conditioning(batch, generator, update_codebook)
         z0, z0_mean = self.target_latents(batch["audio"], generator)
         decoder = self.codec.decoder
-        steps = torch.randint(decoder.betas.numel(), (z0.shape[0],), generator=generator, device=generator.device)
-        steps = steps.to(z0.device)
-        noise = torch.randn(z0.shape, generator=generator, device=generator.device).to(z0.device)
-        signal = decoder.sqrt_alphas_cumprod[steps][:, None, None, None]
-        sigma = decoder.sqrt_one_minus_alphas_cumprod[steps][:, None, None, None]
-        velocity = signal * noise - sigma * z0
-        predicted = decoder.unet(signal * z0 + sigma * noise, steps, build_context(window))
-        per_sample = (predicted.float() - velocity).pow(2).flatten(1).mean(dim=1)
-        diffusion = (per_sample * self.loss_weights(steps)).mean()
-        total = diffusion + self.hparams.commitment_weight * commitment
+        total = self.hparams.commitment_weight * commitment
+        if self.hparams.train_unet:
+            steps = torch.randint(decoder.betas.numel(), (z0.shape[0],), generator=generator, device=generator.device)
+            steps = steps.to(z0.device)
+            noise = torch.randn(z0.shape, generator=generator, device=generator.device).to(z0.device)
+            signal = decoder.sqrt_alphas_cumprod[steps][:, None, None, None]
+            sigma = decoder.sqrt_one_minus_alphas_cumprod[steps][:, None, None, None]
+            velocity = signal * noise - sigma * z0
+            predicted = decoder.unet(signal * z0 + sigma * noise, steps, build_context(window))
+            per_sample = (predicted.float() - velocity).pow(2).flatten(1).mean(dim=1)
+            diffusion = (per_sample * self.loss_weights(steps)).mean()
+            total = total + diffusion
+            logs = {**logs, "diffusion": diffusion}
         estimate = None
         if self.latent_head is not None:
             estimate = predict_latents(self.latent_head, kept, self.codec_config)
@@ -222,7 +235,7 @@ class LDMModule(StageModule):
             latent_mse = (estimate.float() - z0_mean).pow(2).mean()
             total = total + self.hparams.latent_head_weight * latent_mse
             logs = {**logs, "latent_head": latent_mse}
-        return total, {"diffusion": diffusion, "commitment": commitment, **logs}
+        return total, {"commitment": commitment, **logs}
 
     def loss_weights(self, steps: torch.Tensor) -> torch.Tensor:
         """Per-sample weights of the v-MSE at diffusion steps ``steps`` [B]: min-SNR-γ (Hang et al. 2023;
@@ -271,23 +284,30 @@ class LDMModule(StageModule):
                 or (key.startswith("decoder.") and not key.startswith("decoder.first_stage_model."))}
 
 
-def with_latent_prior(codec: SemantiCodec, width: int) -> SemantiCodec:
-    """``codec`` itself when its UNet's latent prior has ``width`` (or the wanted width is 0), else a copy
-    whose UNet gains a fresh prior of that width: the first convolution's new input channels start at
-    zero, so the grown UNet's output equals the old one's until training moves them."""
+def with_latent_prior(codec: SemantiCodec, width: int, blocks: int = 0) -> SemantiCodec:
+    """``codec`` itself when its UNet's latent prior has ``width`` and ``blocks`` residual blocks (or the
+    wanted width is 0), else a copy whose UNet gains what it lacks: a fresh prior of that width (the
+    first convolution's new input channels start at zero) and/or more residual blocks (each ends in a
+    zero convolution), so the grown UNet's output equals the old one's until training moves them."""
     unet_config = codec.config.unet
-    if width == unet_config.latent_prior_width or not width:
+    old_width, old_blocks = unet_config.latent_prior_width, unet_config.latent_prior_blocks
+    if not width or (width, blocks) == (old_width, old_blocks):
         return codec
-    if unet_config.latent_prior_width:
-        raise SystemExit(f"model.init_from: its UNet's latent prior is {unet_config.latent_prior_width} wide, "
-                         f"the config's {width}; a prior cannot be resized")
-    config = dataclasses.replace(codec.config, unet=dataclasses.replace(unet_config, latent_prior_width=width))
+    if old_width and old_width != width:
+        raise SystemExit(f"model.init_from: its UNet's latent prior is {old_width} wide, the config's {width}; "
+                         "a prior cannot be resized")
+    if blocks < old_blocks:
+        raise SystemExit(f"model.init_from: its latent prior has {old_blocks} residual blocks, the config's "
+                         f"{blocks}; a prior cannot lose blocks")
+    config = dataclasses.replace(codec.config, unet=dataclasses.replace(
+        unet_config, latent_prior_width=width, latent_prior_blocks=blocks))
     grown = SemantiCodec(config)
     state = codec.state_dict()
-    first = "decoder.model.diffusion_model.input_blocks.0.0.weight"
-    widened = grown.state_dict()[first].zero_()
-    widened[:, : state[first].shape[1]] = state[first]
-    state[first] = widened
+    if not old_width:
+        first = "decoder.model.diffusion_model.input_blocks.0.0.weight"
+        widened = grown.state_dict()[first].zero_()
+        widened[:, : state[first].shape[1]] = state[first]
+        state[first] = widened
     missing, unexpected = grown.load_state_dict(state, strict=False)
     if unexpected or any(".latent_prior." not in key for key in missing):
         raise RuntimeError(f"growing a latent prior left keys unmatched: {missing + unexpected}")

@@ -253,6 +253,34 @@ def test_a_decoder_gaining_a_latent_prior_keeps_its_tokens_identity() -> None:
     assert wider.config_hash() != config.config_hash()
 
 
+def test_residual_prior_blocks_start_as_the_identity_and_then_reach_further_in_time() -> None:
+    torch.manual_seed(0)
+    plain = UNet(PRIOR_UNET, PRIOR_CONTEXT_DIM, PRIOR_GRID).eval()
+    deeper = UNet(dataclasses.replace(PRIOR_UNET, latent_prior_blocks=2), PRIOR_CONTEXT_DIM, PRIOR_GRID).eval()
+    missing, unexpected = deeper.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".blocks." in key for key in missing)
+    assert [block.net[3].dilation for block in deeper.latent_prior.blocks] == [(1, 1), (2, 1)]
+    context = torch.randn(1, 16, PRIOR_CONTEXT_DIM)
+    moved = context.clone()
+    moved[0, 0, :6] += 1.0  # time step 0, frequency position 0
+    with torch.no_grad():
+        assert torch.equal(deeper.estimate_latents(context), plain.estimate_latents(context))
+        reach = lambda unet: (unet.estimate_latents(moved) - unet.estimate_latents(context)).abs().sum(dim=(0, 1, 3))
+        assert reach(plain)[4:].sum() == 0  # the 3x3 mixer: time steps 0-1 (frames 0-3) only
+        for block in deeper.latent_prior.blocks:
+            torch.nn.init.normal_(block.net[-1].weight, std=0.1)
+        assert reach(deeper)[4:].sum() > 0  # dilated blocks carry a token further along time
+
+
+def test_latent_prior_blocks_need_a_prior() -> None:
+    with pytest.raises(ValueError, match="latent_prior_blocks > 0 needs a latent prior"):
+        UNet(dataclasses.replace(ALIGNED_UNET, latent_prior_blocks=1), PRIOR_CONTEXT_DIM, PRIOR_GRID)
+    config = official_config(100)
+    deeper = dataclasses.replace(config, unet=dataclasses.replace(config.unet, latent_prior_width=64,
+                                                                  latent_prior_blocks=3))
+    assert deeper.config_hash() == config.config_hash()  # the tokens mean what they meant
+
+
 def test_latent_prior_needs_its_grid() -> None:
     with pytest.raises(ValueError, match="needs the token_grid"):
         UNet(PRIOR_UNET, PRIOR_CONTEXT_DIM)

@@ -285,6 +285,48 @@ def test_ldm_grows_a_latent_prior_that_changes_nothing_until_trained_and_ships(c
         assert (grown.decoder.unet(x, t, context) - old_unet(x, t, context)).abs().max() > 1e-3
 
 
+def test_ldm_trains_a_grown_latent_prior_alone_leaving_the_rest_of_the_unet(corpus, tmp_path, monkeypatch):
+    import dataclasses
+
+    from codec.config import CONFIGS
+    from codec.diffusion.conditioning import build_context
+
+    torch.manual_seed(0)
+    tiny = get_config("tiny-100")
+    with_prior = dataclasses.replace(tiny, name="tiny-prior-100", unet=dataclasses.replace(tiny.unet, latent_prior_width=16))
+    deeper = dataclasses.replace(with_prior, name="tiny-deeper-100",
+                                 unet=dataclasses.replace(with_prior.unet, latent_prior_blocks=2))
+    monkeypatch.setitem(CONFIGS, "tiny-prior-100", with_prior)
+    monkeypatch.setitem(CONFIGS, "tiny-deeper-100", deeper)
+    start = SemantiCodec(with_prior)
+    folder = start.save_pretrained(tmp_path / "start")
+    for wrong in ({"latent_head_weight": 0.0}, {"train_encoder": True}):
+        with pytest.raises(SystemExit, match="train_unet=false"):
+            LDMModule("tiny-deeper-100", init_from=str(folder), **{"train_encoder": False, "latent_head_weight": 1.0,
+                                                                   "train_unet": False, **wrong})
+    with pytest.raises(SystemExit, match="cannot lose blocks"):
+        LDMModule("tiny-prior-100", init_from=str(SemantiCodec(deeper).save_pretrained(tmp_path / "deeper")),
+                  train_encoder=False)
+    module = LDMModule("tiny-deeper-100", init_from=str(folder), train_encoder=False, latent_head_weight=1.0,
+                       train_unet=False, cfg_dropout=0.0)
+    unet = module.codec.decoder.unet
+    assert len(unet.latent_prior.blocks) == 2
+    trained = {name for name, p in module.named_parameters() if p.requires_grad}
+    assert trained and all(".latent_prior." in name for name in trained)
+    context = build_context(torch.randn(1, tiny.window_tokens, 2 * tiny.feature_dim))
+    with torch.no_grad():
+        assert torch.equal(unet.estimate_latents(context), start.decoder.unet.estimate_latents(context))
+    batch = fixed_batch(corpus, 10.24)
+    _, logs = module.training_loss(batch, torch.Generator().manual_seed(0))
+    assert "diffusion" not in logs
+    rest = {name: p.detach().clone() for name, p in unet.named_parameters() if ".latent_prior." not in f".{name}"}
+    overfit(module, batch, module.trainable_parameters(), 6, 3e-3)
+    _, after = module.training_loss(batch, torch.Generator().manual_seed(0))
+    assert float(after["latent_head"]) < 0.8 * float(logs["latent_head"])
+    assert all(torch.equal(p, rest[name]) for name, p in unet.named_parameters() if name in rest)
+    assert any(".latent_prior.blocks." in key for key in module.export_weights())
+
+
 def test_ldm_moves_a_codec_to_the_fbank_acoustic_input_keeping_every_other_weight(corpus, tmp_path, monkeypatch):
     import dataclasses
 
