@@ -35,7 +35,8 @@ from codec.manifest import ManifestError
 from codec.tokenfile import load_tokens
 from lm.api import LMFolderError, load_lm_folder
 from lm.config import lm_config
-from lm.data import read_manifest
+from lm.data import ShardCache, read_manifest
+from lm.layout import TokenLayout
 from lm.module import AudioLMModule, TokenDataModule
 from lm.text import TextTokenizer
 from lm.warm_start import WarmStartError, check_same_codec, co_occurrence, warm_start
@@ -84,14 +85,12 @@ def aligned_counts(manifest: str | Path, aligned: str | Path, source_codec: dict
         check_same_codec(source_codec, load_tokens(theirs[ours[0].record["id"]].tokens).codec)
     except WarmStartError as error:
         raise SystemExit(f"model.align_tokens={aligned}: not the tokens of model.init_from's codec: {error}") from None
-    shards: dict[Path, list[torch.Tensor]] = {}
-
-    def clip(row) -> torch.Tensor:
-        if row.tokens not in shards:
-            shards[row.tokens] = load_tokens(row.tokens).items()
-        return shards[row.tokens][row.item]
-
-    pairs = [(clip(row), clip(theirs[row.record["id"]])) for row in ours]
+    new_shards = ShardCache(TokenLayout(vocab["semantic"][0], vocab["acoustic"][0]))
+    old_shards = ShardCache(TokenLayout(vocab["semantic"][1], vocab["acoustic"][1]))
+    try:
+        pairs = [(new_shards.item(row), old_shards.item(theirs[row.record["id"]])) for row in ours]
+    except ValueError as error:
+        raise SystemExit(f"model.align_tokens: {error}") from None
     return {stream: co_occurrence(((new[:, index], old[:, index]) for new, old in pairs), *vocab[stream])
             for index, stream in enumerate(("semantic", "acoustic"))}
 
