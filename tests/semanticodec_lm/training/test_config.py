@@ -1,6 +1,10 @@
 import pytest
 
-from semanticodec_lm.training.config import apply_overrides, flatten_overrides, load_recipe_config
+from semanticodec_lm.training.config import (
+    apply_overrides,
+    flatten_overrides,
+    load_recipe_config,
+)
 
 
 @pytest.mark.parametrize("text, value", [("6e-05", 6e-05), ("1e-4", 1e-4), ("2.5e-4", 2.5e-4), ("1E3", 1000.0),
