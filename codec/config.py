@@ -62,8 +62,8 @@ class UNetConfig:
     # which a small UNet trained briefly does not learn to place from cross-attention.
     latent_prior_width: int = 0
     # Residual blocks (``codec.diffusion.unet.PriorBlock``, time dilations 1, 2, 4, 8, ...) inside the
-    # latent prior, between its 3x3 mixer and its output: the plain prior was capacity-limited (two
-    # such blocks cut its `valid` latent MSE by 11 % on the same data). 0: the prior as first shipped.
+    # latent prior, between its 3x3 mixer and its output: the plain prior was capacity-limited (on the
+    # same cached crops, four blocks took its `valid` latent MSE from 0.217 to 0.208). 0: as first shipped.
     latent_prior_blocks: int = 0
 
 

@@ -280,7 +280,8 @@ class LatentPrior(nn.Module):
         block = channels * grid.frames_per_step * grid.rows_per_position
         self.net = nn.Sequential(nn.Conv2d(feature_dim, width, 1), nn.GELU(),
                                  nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, block, 1))
-        # Dilations double along time (1, 2, 4, 8, 1, ...): four blocks see about +-1.5 s of tokens.
+        # Dilations double along time (1, 2, 4, 8, 1, ...): with six blocks a cell sees +-19 time steps, not +-1
+        # (about +-3 s in the small configs' 160-ms steps), since one syllable or note says little alone.
         self.blocks = nn.ModuleList(PriorBlock(width, 2 ** (k % 4)) for k in range(residual_blocks))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
