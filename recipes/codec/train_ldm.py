@@ -42,7 +42,9 @@ trained on them) stay valid while the UNet improves. ``train_unet: false`` (with
 and no UNet pass: a step costs the frozen encoders and the prior only, so the prior, which the
 ``prior`` sampler decodes directly, gets many more steps per CPU-hour. A config whose prior has more
 residual blocks (``UNetConfig.latent_prior_blocks``) than ``init_from``'s grows them, each starting
-as the identity. With
+as the identity. ``prior_mel_weight`` > 0 adds that weight x the L1 between the log-mel the frozen
+VAE decoder makes of a random ``prior_mel_frames``-frame span of the prior's estimate and the input's
+log-mel there: the prior is then judged by the spectrogram it gives, not by latent units alike. With
 ``init_from``, ``audiomae``, ``kmeans`` and ``vae`` may still name new stage runs: they replace the
 codec's own (new semantic tokens need ``train_encoder: true``; a new VAE has its ``scale_factor``
 measured again), and the acoustic encoder and UNet continue from the codec's weights.
@@ -101,7 +103,8 @@ class LDMModule(StageModule):
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 100,
                  min_lr_ratio: float = 1.0, min_snr_gamma: float = 0.0, ema_decay: float = 0.0,
                  init_from: str | None = None, train_encoder: bool = True, latent_precision: str = "fp32",
-                 latent_head_weight: float = 0.0, pitched_share: float = 0.0, train_unet: bool = True) -> None:
+                 latent_head_weight: float = 0.0, pitched_share: float = 0.0, train_unet: bool = True,
+                 prior_mel_weight: float = 0.0, prior_mel_frames: int = 64) -> None:
         super().__init__(codec, lr, weight_decay, betas, warmup_steps, min_lr_ratio, seed)
         self.save_hyperparameters()
         if latent_precision not in PRECISIONS:
@@ -110,7 +113,13 @@ class LDMModule(StageModule):
             raise SystemExit(f"model.latent_head_weight must be >= 0, got {latent_head_weight}")
         if not 0.0 <= pitched_share <= 1.0:
             raise SystemExit(f"model.pitched_share must be in [0, 1], got {pitched_share}")
+        if prior_mel_weight < 0 or prior_mel_frames < 1:
+            raise SystemExit(f"model.prior_mel_weight must be >= 0 and model.prior_mel_frames >= 1, got "
+                             f"{prior_mel_weight} and {prior_mel_frames}")
         config = self.codec_config
+        if prior_mel_weight > 0 and not (config.unet.latent_prior_width and latent_head_weight > 0):
+            raise SystemExit("model.prior_mel_weight > 0 decodes the latent prior's estimate: it needs a config with "
+                             "a latent prior and model.latent_head_weight > 0")
         if not train_unet and not (config.unet.latent_prior_width and latent_head_weight > 0 and not train_encoder):
             raise SystemExit("model.train_unet=false trains the latent prior alone: it needs a config with a latent "
                              "prior, model.latent_head_weight > 0 and model.train_encoder=false")
@@ -184,18 +193,17 @@ class LDMModule(StageModule):
         return window, kept, commitment, logs
 
     @torch.no_grad()
-    def target_latents(self, audio: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled VAE latent samples and posterior means, each [B, 8, 256, 16], of 10.24-s crops; sets
-        scale_factor on first use."""
+    def target_latents(self, mel: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel [B, 1, 1024, 64] of 10.24-s crops -> scaled VAE latent samples and posterior means, each
+        [B, 8, 256, 16]; sets scale_factor on first use."""
         first_stage, decoder = self.codec.decoder.first_stage_model, self.codec.decoder
-        mel = crop_mel(audio.float(), first_stage.downsampling)
         if self.hparams.latent_precision == "bf16":
-            with torch.autocast(audio.device.type, dtype=torch.bfloat16):
+            with torch.autocast(mel.device.type, dtype=torch.bfloat16):
                 posterior = first_stage.encode(mel.contiguous(memory_format=torch.channels_last))
         else:
-            with full_precision(audio.device):
+            with full_precision(mel.device):
                 posterior = first_stage.encode(mel)
-        with full_precision(audio.device):
+        with full_precision(mel.device):
             latents, means = posterior.sample(generator), posterior.mode()
         if not self.scale_ready:
             moments = torch.stack([latents.sum(), latents.pow(2).sum(), torch.tensor(float(latents.numel()),
@@ -211,7 +219,8 @@ class LDMModule(StageModule):
     def loss(self, batch: dict, generator: torch.Generator, update_codebook: bool) -> tuple[torch.Tensor, dict]:
         """Batch ``audio`` [B, 163840], ``length`` [B] -> (v-MSE + commitment [+ latent head MSE], logs)."""
         window, kept, commitment, logs = self.conditioning(batch, generator, update_codebook)
-        z0, z0_mean = self.target_latents(batch["audio"], generator)
+        mel = crop_mel(batch["audio"].float(), self.codec.decoder.first_stage_model.downsampling)
+        z0, z0_mean = self.target_latents(mel, generator)
         decoder = self.codec.decoder
         total = self.hparams.commitment_weight * commitment
         if self.hparams.train_unet:
@@ -235,7 +244,27 @@ class LDMModule(StageModule):
             latent_mse = (estimate.float() - z0_mean).pow(2).mean()
             total = total + self.hparams.latent_head_weight * latent_mse
             logs = {**logs, "latent_head": latent_mse}
+            if self.hparams.prior_mel_weight > 0:
+                prior_mel = self.prior_mel_l1(estimate, mel, generator)
+                total = total + self.hparams.prior_mel_weight * prior_mel
+                logs = {**logs, "prior_mel": prior_mel}
         return total, {"commitment": commitment, **logs}
+
+    def prior_mel_l1(self, estimate: torch.Tensor, mel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """L1 (log-mel units) between the frozen VAE decoder's mel of a random ``prior_mel_frames``-frame
+        span of the prior's scaled estimate [B, C, T, F] and the input's log-mel [B, 1, 4T, 64] there.
+
+        The latent MSE weighs every latent unit alike, however little it moves the mel; this loss weighs
+        errors by what they do to the spectrogram the vocoder renders. A span, not the whole window,
+        because the decoder's backward pass over 10.24 s costs more than the rest of a prior-only step.
+        """
+        decoder = self.codec.decoder
+        frames = min(self.hparams.prior_mel_frames, estimate.shape[2])
+        start = int(torch.randint(estimate.shape[2] - frames + 1, (), generator=generator, device=generator.device))
+        span = estimate[:, :, start:start + frames] / decoder.scale_factor
+        factor = mel.shape[2] // estimate.shape[2]
+        decoded = decoder.first_stage_model.decode(span)
+        return (decoded.float() - mel[:, :, start * factor:(start + frames) * factor]).abs().mean()
 
     def loss_weights(self, steps: torch.Tensor) -> torch.Tensor:
         """Per-sample weights of the v-MSE at diffusion steps ``steps`` [B]: min-SNR-γ (Hang et al. 2023;

@@ -16,7 +16,7 @@ from recipes.codec.train_audiomae import main as audiomae_main
 from recipes.codec.train_kmeans import main as kmeans_main
 from recipes.codec.train_ldm import LDMModule
 from recipes.codec.train_ldm import main as ldm_main
-from recipes.codec.train_vae import VAEModule
+from recipes.codec.train_vae import VAEModule, crop_mel
 from recipes.codec.train_vae import main as vae_main
 from recipes.codec.train_vocoder import VocoderModule, vae_round_trip
 from recipes.codec.train_vocoder import main as vocoder_main
@@ -325,6 +325,49 @@ def test_ldm_trains_a_grown_latent_prior_alone_leaving_the_rest_of_the_unet(corp
     assert float(after["latent_head"]) < 0.8 * float(logs["latent_head"])
     assert all(torch.equal(p, rest[name]) for name, p in unet.named_parameters() if name in rest)
     assert any(".latent_prior.blocks." in key for key in module.export_weights())
+
+
+def test_ldm_prior_mel_loss_trains_the_prior_through_the_frozen_vae_decoder(corpus, tmp_path, monkeypatch):
+    import dataclasses
+
+    from codec.config import CONFIGS
+    from codec.diffusion.conditioning import build_context
+
+    torch.manual_seed(0)
+    tiny = get_config("tiny-100")
+    with_prior = dataclasses.replace(tiny, name="tiny-prior-100", unet=dataclasses.replace(tiny.unet, latent_prior_width=16))
+    monkeypatch.setitem(CONFIGS, "tiny-prior-100", with_prior)
+    folder = SemantiCodec(with_prior).save_pretrained(tmp_path / "start")
+    common = {"init_from": str(folder), "train_encoder": False, "train_unet": False, "cfg_dropout": 0.0}
+    for wrong in ({"prior_mel_weight": -1.0}, {"prior_mel_weight": 1.0, "prior_mel_frames": 0}):
+        with pytest.raises(SystemExit, match="prior_mel"):
+            LDMModule("tiny-prior-100", latent_head_weight=1.0, **common, **wrong)
+    with pytest.raises(SystemExit, match="latent_head_weight > 0"):
+        LDMModule("tiny-100", init_from=str(SemantiCodec(tiny).save_pretrained(tmp_path / "plain")),
+                  train_encoder=False, latent_head_weight=0.0, prior_mel_weight=1.0)
+    module = LDMModule("tiny-prior-100", latent_head_weight=1.0, prior_mel_weight=1.0, prior_mel_frames=4, **common)
+    decoder = module.codec.decoder
+    batch = fixed_batch(corpus, 10.24)
+    _, logs = module.training_loss(batch, torch.Generator().manual_seed(0))
+    assert float(logs["prior_mel"]) > 0
+    # the mel term alone reaches the prior, through the VAE decoder, which stays frozen
+    mel = crop_mel(batch["audio"].float(), decoder.first_stage_model.downsampling)
+    estimate = decoder.unet.estimate_latents(build_context(torch.randn(1, tiny.window_tokens, 2 * tiny.feature_dim)))
+    module.prior_mel_l1(estimate, mel, torch.Generator().manual_seed(0)).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.unet.latent_prior.parameters())
+    assert all(p.grad is None for p in decoder.first_stage_model.parameters())
+    vae = {name: p.detach().clone() for name, p in decoder.first_stage_model.named_parameters()}
+
+    def mel_l1_after_training(latent_weight: float, mel_weight: float) -> float:
+        trained = LDMModule("tiny-prior-100", latent_head_weight=latent_weight, prior_mel_weight=mel_weight,
+                            prior_mel_frames=4, **common)
+        overfit(trained, batch, trained.trainable_parameters(), 6, 3e-3)
+        assert all(torch.equal(p, vae[name]) for name, p in trained.codec.decoder.first_stage_model.named_parameters())
+        return float(trained.training_loss(batch, torch.Generator().manual_seed(0))[1]["prior_mel"])
+
+    # the same steps led by the mel term lower the mel distance, more than the latent MSE does
+    with_mel, without = mel_l1_after_training(1e-3, 1.0), mel_l1_after_training(1.0, 1e-6)
+    assert with_mel < float(logs["prior_mel"]) and with_mel < without
 
 
 def test_ldm_moves_a_codec_to_the_fbank_acoustic_input_keeping_every_other_weight(corpus, tmp_path, monkeypatch):
