@@ -217,7 +217,8 @@ class LDMModule(StageModule):
         return latents * decoder.scale_factor, means * decoder.scale_factor
 
     def loss(self, batch: dict, generator: torch.Generator, update_codebook: bool) -> tuple[torch.Tensor, dict]:
-        """Batch ``audio`` [B, 163840], ``length`` [B] -> (v-MSE + commitment [+ latent head MSE], logs)."""
+        """Batch ``audio`` [B, 163840], ``length`` [B] -> (v-MSE + commitment [+ latent head MSE] [+ prior mel
+        L1], logs)."""
         window, kept, commitment, logs = self.conditioning(batch, generator, update_codebook)
         mel = crop_mel(batch["audio"].float(), self.codec.decoder.first_stage_model.downsampling)
         z0, z0_mean = self.target_latents(mel, generator)
