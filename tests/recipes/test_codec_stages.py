@@ -40,6 +40,20 @@ def fixed_batch(manifest: Path, seconds: float, count: int = 1) -> dict:
     return collate_clips([dataset[index] for index in range(count)])
 
 
+@pytest.fixture
+def tiny_with_prior(monkeypatch):
+    """(tiny-100, the same with a 16-wide latent prior, registered as "tiny-prior-100")."""
+    import dataclasses
+
+    from codec.config import CONFIGS
+
+    tiny = get_config("tiny-100")
+    with_prior = dataclasses.replace(tiny, name="tiny-prior-100",
+                                     unet=dataclasses.replace(tiny.unet, latent_prior_width=16))
+    monkeypatch.setitem(CONFIGS, "tiny-prior-100", with_prior)
+    return tiny, with_prior
+
+
 def overfit(module, batch: dict, params, steps: int, lr: float) -> tuple[float, float]:
     """(first, last) loss of ``steps`` Adam steps on one batch, with the same random draws every step."""
     optimizer = torch.optim.Adam(list(params), lr=lr)
@@ -250,17 +264,11 @@ def test_ldm_latent_head_trains_the_acoustic_encoder_and_is_not_exported(corpus)
         LDMModule("tiny-100", latent_head_weight=-1.0)
 
 
-def test_ldm_grows_a_latent_prior_that_changes_nothing_until_trained_and_ships(corpus, tmp_path, monkeypatch):
-    import dataclasses
-
-    from codec.config import CONFIGS
+def test_ldm_grows_a_latent_prior_that_changes_nothing_until_trained_and_ships(corpus, tmp_path, tiny_with_prior):
     from codec.diffusion.conditioning import build_context
 
     torch.manual_seed(0)
-    tiny = get_config("tiny-100")
-    with_prior = dataclasses.replace(tiny, name="tiny-prior-100",
-                                     unet=dataclasses.replace(tiny.unet, latent_prior_width=16))
-    monkeypatch.setitem(CONFIGS, "tiny-prior-100", with_prior)
+    tiny, with_prior = tiny_with_prior
     start = SemantiCodec(tiny)
     folder = start.save_pretrained(tmp_path / "start")
     module = LDMModule("tiny-prior-100", init_from=str(folder), train_encoder=False, latent_head_weight=1.0,
@@ -285,18 +293,17 @@ def test_ldm_grows_a_latent_prior_that_changes_nothing_until_trained_and_ships(c
         assert (grown.decoder.unet(x, t, context) - old_unet(x, t, context)).abs().max() > 1e-3
 
 
-def test_ldm_trains_a_grown_latent_prior_alone_leaving_the_rest_of_the_unet(corpus, tmp_path, monkeypatch):
+def test_ldm_trains_a_grown_latent_prior_alone_leaving_the_rest_of_the_unet(corpus, tmp_path, monkeypatch,
+                                                                           tiny_with_prior):
     import dataclasses
 
     from codec.config import CONFIGS
     from codec.diffusion.conditioning import build_context
 
     torch.manual_seed(0)
-    tiny = get_config("tiny-100")
-    with_prior = dataclasses.replace(tiny, name="tiny-prior-100", unet=dataclasses.replace(tiny.unet, latent_prior_width=16))
+    tiny, with_prior = tiny_with_prior
     deeper = dataclasses.replace(with_prior, name="tiny-deeper-100",
                                  unet=dataclasses.replace(with_prior.unet, latent_prior_blocks=2))
-    monkeypatch.setitem(CONFIGS, "tiny-prior-100", with_prior)
     monkeypatch.setitem(CONFIGS, "tiny-deeper-100", deeper)
     start = SemantiCodec(with_prior)
     folder = start.save_pretrained(tmp_path / "start")
@@ -327,17 +334,11 @@ def test_ldm_trains_a_grown_latent_prior_alone_leaving_the_rest_of_the_unet(corp
     assert any(".latent_prior.blocks." in key for key in module.export_weights())
 
 
-def test_ldm_prior_mel_loss_trains_the_prior_through_the_frozen_vae_decoder(corpus, tmp_path, monkeypatch):
-    import dataclasses
-
-    from codec.config import CONFIGS
+def test_ldm_prior_mel_loss_trains_the_prior_through_the_frozen_vae_decoder(corpus, tmp_path, tiny_with_prior):
     from codec.diffusion.conditioning import build_context
 
     torch.manual_seed(0)
-    tiny = get_config("tiny-100")
-    with_prior = dataclasses.replace(tiny, name="tiny-prior-100",
-                                     unet=dataclasses.replace(tiny.unet, latent_prior_width=16))
-    monkeypatch.setitem(CONFIGS, "tiny-prior-100", with_prior)
+    tiny, with_prior = tiny_with_prior
     folder = SemantiCodec(with_prior).save_pretrained(tmp_path / "start")
     common = {"init_from": str(folder), "train_encoder": False, "train_unet": False, "cfg_dropout": 0.0}
     for wrong in ({"prior_mel_weight": -1.0}, {"prior_mel_weight": 1.0, "prior_mel_frames": 0}):
