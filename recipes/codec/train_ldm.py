@@ -48,6 +48,9 @@ log-mel there: the prior is then judged by the spectrogram it gives, not by late
 ``init_from``, ``audiomae``, ``kmeans`` and ``vae`` may still name new stage runs: they replace the
 codec's own (new semantic tokens need ``train_encoder: true``; a new VAE has its ``scale_factor``
 measured again), and the acoustic encoder and UNet continue from the codec's weights.
+``data.latent_cache`` (a folder of ``recipes/codec/cache_latents.py``) trains a prior alone on cached
+tokens and target latents instead of corpus crops: the frozen encoders then never run, and a step
+costs the prior alone (``pitched_share`` must be 0 there: the cache holds its own note crops).
 Writes ``<run_dir>/weights.safetensors`` (encoder LSTM, projection and VQ; UNet, schedule and
 ``scale_factor``).
 """
@@ -56,7 +59,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 
+import lightning as L
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -70,13 +75,14 @@ from codec.acoustic import (
 )
 from codec.config import CodecConfig
 from codec.diffusion.conditioning import build_context
-from codec.frontend import token_budget
 from codec.model import PRECISIONS, SemantiCodec
 from codec.semantic import concat_patches
 from codec.training.vq import EMAQuantizerTrainer
+from recipes.codec.cache_latents import LatentCacheDataModule, cached_window_features, token_budgets, vae_posterior
 from recipes.codec.train_vae import VAE_PARTS, crop_mel
 from semanticodec_lm.training.codec_stages import (
     StageModule,
+    audio_data,
     full_precision,
     load_into,
     model_kwargs,
@@ -86,6 +92,7 @@ from semanticodec_lm.training.codec_stages import (
     segment_fbank,
 )
 from semanticodec_lm.training.pitched_audio import random_pitched_audio
+from semanticodec_lm.training.runs import section
 
 TRAINED_ENCODER_PARTS = ("encoder.encoder.", "encoder.encoder_output_linear.", "encoder.quantizer.",
                          "encoder.fbank_projection.")
@@ -182,8 +189,7 @@ class LDMModule(StageModule):
             cutoff = silence_cutoff_rows(fbank, tokens)
         lstm_input = build_lstm_input(encoder.acoustic_input_features(fbank, features), centroids, cutoff)
         acoustic = encoder.encoder_output_linear(run_acoustic_lstm(encoder.encoder, lstm_input))
-        budget = torch.tensor([min(tokens, token_budget(int(n), config.concat_factor)[1]) for n in batch["length"]],
-                              device=acoustic.device)
+        budget = token_budgets(config, batch["length"]).to(acoustic.device)
         valid = torch.arange(tokens, device=acoustic.device)[None, :] < torch.minimum(cutoff, budget)[:, None]
         quantized, commitment, logs = self.vq(acoustic, valid, generator,
                                               update_codebook and self.hparams.train_encoder)
@@ -196,13 +202,8 @@ class LDMModule(StageModule):
     def target_latents(self, mel: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel [B, 1, 1024, 64] of 10.24-s crops -> scaled VAE latent samples and posterior means, each
         [B, 8, 256, 16]; sets scale_factor on first use."""
-        first_stage, decoder = self.codec.decoder.first_stage_model, self.codec.decoder
-        if self.hparams.latent_precision == "bf16":
-            with torch.autocast(mel.device.type, dtype=torch.bfloat16):
-                posterior = first_stage.encode(mel.contiguous(memory_format=torch.channels_last))
-        else:
-            with full_precision(mel.device):
-                posterior = first_stage.encode(mel)
+        decoder = self.codec.decoder
+        posterior = vae_posterior(decoder.first_stage_model, mel, self.hparams.latent_precision)
         with full_precision(mel.device):
             latents, means = posterior.sample(generator), posterior.mode()
         if not self.scale_ready:
@@ -218,7 +219,9 @@ class LDMModule(StageModule):
 
     def loss(self, batch: dict, generator: torch.Generator, update_codebook: bool) -> tuple[torch.Tensor, dict]:
         """Batch ``audio`` [B, 163840], ``length`` [B] -> (v-MSE + commitment [+ latent head MSE] [+ prior mel
-        L1], logs)."""
+        L1], logs); a latent-cache batch (``tokens``, ``length``, ``latents``) -> the prior's latent MSE."""
+        if "latents" in batch:
+            return self.cached_prior_loss(batch)
         window, kept, commitment, logs = self.conditioning(batch, generator, update_codebook)
         mel = crop_mel(batch["audio"].float(), self.codec.decoder.first_stage_model.downsampling)
         z0, z0_mean = self.target_latents(mel, generator)
@@ -250,6 +253,19 @@ class LDMModule(StageModule):
                 total = total + self.hparams.prior_mel_weight * prior_mel
                 logs = {**logs, "prior_mel": prior_mel}
         return total, {"commitment": commitment, **logs}
+
+    def cached_prior_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """``latent_head_weight`` x the MSE between the prior's estimate from cached tokens [B, tokens, 2]
+        and the cached scaled posterior mean [B, C, T, F] (``recipes/codec/cache_latents.py``)."""
+        window = cached_window_features(self.codec, batch["tokens"], batch["length"])
+        estimate = self.codec.decoder.unet.estimate_latents(build_context(window))
+        latent_mse = (estimate.float() - batch["latents"].float()).pow(2).mean()
+        return self.hparams.latent_head_weight * latent_mse, {"latent_head": latent_mse}
+
+    def on_fit_start(self) -> None:
+        check_codec = getattr(self.trainer.datamodule, "check_codec", None)
+        if check_codec is not None:  # a latent cache: its tokens and latents must be this codec's
+            check_codec(self.codec)
 
     def prior_mel_l1(self, estimate: torch.Tensor, mel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """L1 (log-mel units) between the frozen VAE decoder's mel of a random ``prior_mel_frames``-frame
@@ -379,10 +395,35 @@ def predict_latents(head: nn.Module, window: torch.Tensor, config: CodecConfig) 
     return columns.view(len(columns), latent.latent_channels, latent.latent_freq, -1).transpose(2, 3)
 
 
+CACHE_IGNORED_DATA_KEYS = ("manifest", "segment_seconds")  # the stage YAML's; the cache fixed both
+
+
+def cached_data(model: dict) -> Callable[[dict, int], L.LightningDataModule]:
+    """The stage's data builder: corpus crops, or with ``data.latent_cache`` the cached tokens and latents,
+    which only a prior trained alone (``model`` section) can use."""
+
+    def build(values: dict, seed: int) -> L.LightningDataModule:
+        cache = values.pop("latent_cache", None)
+        if not cache:
+            return audio_data(values, seed)
+        settings = {"train_unet": True, "train_encoder": True, "prior_mel_weight": 0.0, "pitched_share": 0.0}
+        settings = {key: model.get(key, default) for key, default in settings.items()}
+        if settings["train_unet"] or settings["train_encoder"] or settings["prior_mel_weight"] or settings["pitched_share"]:
+            raise SystemExit("data.latent_cache trains the latent prior alone on cached tokens and latents: it needs "
+                             "model.train_unet=false, model.train_encoder=false, model.prior_mel_weight=0 and "
+                             "model.pitched_share=0 (cache pitched crops with cache_latents.py --pitched); got "
+                             + ", ".join(f"{key}={value}" for key, value in settings.items()))
+        kept = {key: value for key, value in values.items() if key not in CACHE_IGNORED_DATA_KEYS}
+        return LatentCacheDataModule(cache, seed=seed, **section({"data": kept}, "data", LatentCacheDataModule))
+
+    return build
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run stage c; returns this rank's summary."""
     config = parse_args(__doc__.split("\n\n")[0], argv)
-    return run_stage(config, lambda values, seed: LDMModule(**model_kwargs(values, LDMModule, seed)))
+    return run_stage(config, lambda values, seed: LDMModule(**model_kwargs(values, LDMModule, seed)),
+                     build_data=cached_data(config.get("model") or {}))
 
 
 if __name__ == "__main__":

@@ -205,12 +205,12 @@ class StageModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, logs = self.training_loss(batch, self.step_generator())
-        self.log_all("train", loss, logs, batch["audio"].shape[0])
+        self.log_all("train", loss, logs, len(batch["length"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, logs = self.training_loss(batch, self.validation_generator(batch_idx))
-        self.log_all("valid", loss, logs, batch["audio"].shape[0])
+        self.log_all("valid", loss, logs, len(batch["length"]))
 
     def log_all(self, prefix: str, loss: torch.Tensor, logs: dict[str, torch.Tensor], batch_size: int) -> None:
         sync = prefix == "valid"
@@ -336,22 +336,30 @@ class WeightsWithCheckpoints(L.Callback):
             write_weights(self.path, pl_module.export_weights(), pl_module.codec_config, pl_module.stage)
 
 
+def audio_data(values: dict, seed: int) -> AudioDataModule:
+    """The ``data`` section's corpus crops (every stage's data unless it builds its own)."""
+    values = section({"data": values}, "data", AudioDataModule)
+    if "manifest" not in values:
+        raise SystemExit("data.manifest is required (the corpus manifest.jsonl)")
+    return AudioDataModule(seed=seed, **values)
+
+
 def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
-              callbacks: list[L.Callback] | None = None) -> dict:
+              callbacks: list[L.Callback] | None = None,
+              build_data: Callable[[dict, int], L.LightningDataModule] | None = None) -> dict:
     """Train one stage as configured; returns this rank's summary (also printed as CODEC_TRAIN_SUMMARY).
 
     ``build_module(model_and_optim_kwargs, seed)`` makes the LightningModule from the ``model`` and
-    ``optim`` sections; ``callbacks`` join the run's own. Rank 0 writes ``<run_dir>/weights.safetensors``
-    with every checkpoint, the last one when training ends.
+    ``optim`` sections; ``build_data(data_section, seed)`` its data (default :func:`audio_data`; a data
+    module's ``batch_key`` names the batch entry the summary hashes, ``audio`` if it has none);
+    ``callbacks`` join the run's own. Rank 0 writes ``<run_dir>/weights.safetensors`` with every
+    checkpoint, the last one when training ends.
     """
     seed = int(config.get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
     run_dir = Path(config.get("run_dir", "runs/codec"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = section(config, "data", AudioDataModule)
-    if "manifest" not in data:
-        raise SystemExit("data.manifest is required (the corpus manifest.jsonl)")
-    datamodule = AudioDataModule(seed=seed, **data)
+    datamodule = (build_data or audio_data)(dict(config.get("data") or {}), seed)
     module = build_module({**(config.get("model") or {}), **(config.get("optim") or {})}, seed)
 
     checkpoint_dir = run_dir / "checkpoints"
@@ -359,7 +367,7 @@ def run_stage(config: dict, build_module: Callable[[dict, int], StageModule],
         dirpath=checkpoint_dir, filename="step{step}", auto_insert_metric_name=False, save_last=True,
         enable_version_counter=False, **section(config, "checkpoint", ModelCheckpoint),
     )
-    summary = RunSummary("audio")
+    summary = RunSummary(getattr(datamodule, "batch_key", "audio"))
     trainer_options = dict(config.get("trainer") or {})
     progress = ConsoleProgress(module.stage, int(trainer_options.get("log_every_n_steps", 50)))
     trainer = L.Trainer(

@@ -40,20 +40,6 @@ def fixed_batch(manifest: Path, seconds: float, count: int = 1) -> dict:
     return collate_clips([dataset[index] for index in range(count)])
 
 
-@pytest.fixture
-def tiny_with_prior(monkeypatch):
-    """(tiny-100, the same with a 16-wide latent prior, registered as "tiny-prior-100")."""
-    import dataclasses
-
-    from codec.config import CONFIGS
-
-    tiny = get_config("tiny-100")
-    with_prior = dataclasses.replace(tiny, name="tiny-prior-100",
-                                     unet=dataclasses.replace(tiny.unet, latent_prior_width=16))
-    monkeypatch.setitem(CONFIGS, "tiny-prior-100", with_prior)
-    return tiny, with_prior
-
-
 def overfit(module, batch: dict, params, steps: int, lr: float) -> tuple[float, float]:
     """(first, last) loss of ``steps`` Adam steps on one batch, with the same random draws every step."""
     optimizer = torch.optim.Adam(list(params), lr=lr)
