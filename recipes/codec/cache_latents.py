@@ -43,7 +43,7 @@ from codec.model import PRECISIONS, SemantiCodec
 from codec.vae import AutoencoderKL
 from recipes.codec.train_vae import crop_mel
 from semanticodec_lm.corpus.datasets import ManifestDataset, ManifestError
-from semanticodec_lm.training.codec_stages import RankEpochSampler, full_precision, segment_fbank
+from semanticodec_lm.training.codec_stages import full_precision, rank_loader, segment_fbank
 from semanticodec_lm.training.pitched_audio import random_pitched_audio
 
 CACHE_FORMAT = "semanticodec-latent-cache"
@@ -246,14 +246,8 @@ class LatentCacheDataModule(L.LightningDataModule):
         self.codec = codec
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = LatentCacheDataset(self.folder, split, self.codec)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        if train and len(dataset) < world * self.batch_size:
-            raise SystemExit(f"{self.folder}: only {len(dataset)} {split!r} crops for {world} rank(s) of batch "
-                             f"{self.batch_size}")
-        sampler = RankEpochSampler(len(dataset), self.seed, rank, world, shuffle=train)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          drop_last=train)
+        return rank_loader(self, LatentCacheDataset(self.folder, split, self.codec), train,
+                           f"{self.folder}: {split!r} crops")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

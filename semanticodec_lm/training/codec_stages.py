@@ -82,6 +82,20 @@ class RankEpochSampler(Sampler[tuple[int, int]]):
         return self.length // self.world
 
 
+def rank_loader(datamodule: L.LightningDataModule, dataset: torch.utils.data.Dataset, train: bool, what: str,
+                collate_fn: Callable | None = None) -> DataLoader:
+    """This rank's loader of ``dataset`` with ``datamodule``'s ``batch_size``, ``num_workers`` and ``seed``:
+    shuffled every epoch and cut to whole batches when ``train``; SystemExit naming ``what`` when a training
+    set cannot give every rank one batch."""
+    trainer = datamodule.trainer
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+    if train and len(dataset) < world * datamodule.batch_size:
+        raise SystemExit(f"{what}: only {len(dataset)} for {world} rank(s) of batch {datamodule.batch_size}")
+    sampler = RankEpochSampler(len(dataset), datamodule.seed, rank, world, shuffle=train)
+    return DataLoader(dataset, batch_size=datamodule.batch_size, sampler=sampler, num_workers=datamodule.num_workers,
+                      collate_fn=collate_fn, drop_last=train, persistent_workers=datamodule.num_workers > 0)
+
+
 class AudioDataModule(L.LightningDataModule):
     """Random crops of the corpus ``train`` split (validation on ``valid``; ``test`` is never read).
 
@@ -111,14 +125,8 @@ class AudioDataModule(L.LightningDataModule):
                                segment_seconds=self.segment_seconds, random_crop=random_crop, seed=self.seed)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self.dataset(split, random_crop=train)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        if train and len(dataset) < world * self.batch_size:
-            raise SystemExit(f"{self.manifest}: only {len(dataset)} {split!r} clips for {world} rank(s) of "
-                             f"batch {self.batch_size} (domains {self.domains})")
-        sampler = RankEpochSampler(len(dataset), self.seed, rank, world, shuffle=train)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=collate_clips, drop_last=train, persistent_workers=self.num_workers > 0)
+        return rank_loader(self, self.dataset(split, random_crop=train), train,
+                           f"{self.manifest}: {split!r} clips (domains {self.domains})", collate_clips)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
