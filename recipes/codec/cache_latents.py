@@ -104,10 +104,11 @@ def _shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.safetensors"
 
 
-def _write_shard(path: Path, tensors: dict[str, torch.Tensor], ids: list[str]) -> None:
+def _write_shard(path: Path, parts: list[dict[str, torch.Tensor]], ids: list[str]) -> None:
+    """Write the batches ``parts`` (of :func:`cache_batch`) as one shard, atomically."""
+    tensors = {key: torch.cat([part[key] for part in parts]).contiguous() for key in parts[0]}
     with atomic_path(path, suffix=".safetensors") as temporary:
-        save_file({key: value.contiguous() for key, value in tensors.items()}, str(temporary),
-                  metadata={"ids": json.dumps(ids)})
+        save_file(tensors, str(temporary), metadata={"ids": json.dumps(ids)})
 
 
 def check_identity(out: Path, identity: dict) -> None:
@@ -169,7 +170,7 @@ def build_latent_cache(codec: SemantiCodec, manifest: str | os.PathLike, out: st
                 parts.append(cache_batch(codec, audio, length, latent_precision))
                 ids += names
             if parts:
-                _write_shard(path, {key: torch.cat([part[key] for part in parts]) for key in parts[0]}, ids)
+                _write_shard(path, parts, ids)
         summary[split] = len(dataset)
     if pitched:
         generator = torch.Generator().manual_seed(seed)
@@ -183,8 +184,7 @@ def build_latent_cache(codec: SemantiCodec, manifest: str | os.PathLike, out: st
             length = torch.full((count,), SEGMENT_SAMPLES, dtype=torch.int64)
             parts = [cache_batch(codec, audio[i:i + batch_size], length[i:i + batch_size], latent_precision)
                      for i in range(0, count, batch_size)]
-            _write_shard(path, {key: torch.cat([part[key] for part in parts]) for key in parts[0]},
-                         [f"{PITCHED_PREFIX}-{first + i}" for i in range(count)])
+            _write_shard(path, parts, [f"{PITCHED_PREFIX}-{first + i}" for i in range(count)])
         summary["pitched"] = pitched
     return summary
 
